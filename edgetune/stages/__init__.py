@@ -1,0 +1,1 @@
+"""One module per stage, each with `run(recipe, *, inputs, out_dir, target) -> metrics`."""

