@@ -22,3 +22,18 @@ def progress() -> Progress:
         console=console,
         transient=True,
     )
+
+
+def quiet_libraries() -> None:
+    """Our progress bars and log lines only: silence the libraries' own bars, warnings and info logs."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch.onnx")
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs its advice at WARNING on root
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgetune import artifacts
-from edgetune.console import console
+from edgetune.console import console, quiet_libraries
 from edgetune.data import file_digest, load_dataset
 from edgetune.errors import BadInput
 from edgetune.models import check_layer_map, check_model_reference, model_fingerprint, offline_config
@@ -57,7 +57,7 @@ STAGES: tuple[Stage, ...] = (
           summary="LoRA on the student (peft), head trained fully"),
     Stage("export", ("distill", "tune"), ("data", "export"), (), _data_files, 1,
           summary="merge LoRA, ONNX export, validate against PyTorch"),
-    Stage("quantize", ("export",), ("seed", "data", "quantize"), ("quantization",), _calibration_files, 1,
+    Stage("quantize", ("export",), ("seed", "data", "quantize"), ("quantization",), _calibration_files, 2,
           summary="graph fusions + int8/int4 quantization with the target's preset"),
     Stage("bench", ("teacher", "export", "quantize"), ("data", "bench"), ("*",), lambda r: {}, 1,
           cacheable=False, summary="latency, size and accuracy on this host; bundle and report"),
@@ -175,6 +175,7 @@ def run(
                 outcomes.append(Outcome(s.name, "up to date", 0.0, folder, report.get("metrics", {})))
                 continue
         console.rule(f"[bold]{s.name}[/bold]: {s.summary}")
+        quiet_libraries()
         started = time.perf_counter()
         with artifacts.staging(folder) as tmp:
             metrics = s.run(recipe, inputs=dict(folders), out_dir=tmp, target=target)
