@@ -117,7 +117,8 @@ def load_recipe(path: Path | None = None, *, overrides: tuple[str, ...] = (), da
             if split not in section:
                 raise BadInput(f"--data {data_dir}: missing {split}.csv (columns text,label)")
         raw["data"] = section
-    recipe = schema.build(Recipe, raw, source=str(path))
+    source = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
+    recipe = schema.build(Recipe, raw, source=source)
     data = recipe.data
 
     def resolve(dotted: str, value: str | None) -> str | None:
