@@ -27,6 +27,10 @@ def _data_files(recipe: Recipe) -> dict[str, str | None]:
     return {"train": recipe.data.train, "validation": recipe.data.validation, "test": recipe.data.test}
 
 
+def _distill_files(recipe: Recipe) -> dict[str, str | None]:
+    return _data_files(recipe) | {"transfer": recipe.distill.transfer}
+
+
 def _calibration_files(recipe: Recipe) -> dict[str, str | None]:
     static = recipe.quantize.method == "int8-static"
     return {"calibration": recipe.quantize.calibration if static else None}
@@ -51,7 +55,7 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("teacher", (), ("seed", "data", "teacher"), (), _data_files, 1,
           summary="fine-tune the teacher when it has no head for the labels; cache its logits"),
-    Stage("distill", ("teacher",), ("seed", "data", "distill"), (), _data_files, 1,
+    Stage("distill", ("teacher",), ("seed", "data", "distill"), (), _distill_files, 2,
           summary="student from a layer subset of the teacher, KD + CE"),
     Stage("tune", ("distill",), ("seed", "data", "tune"), (), _data_files, 1,
           summary="LoRA on the student (peft), head trained fully"),
@@ -117,7 +121,16 @@ def preflight(recipe: Recipe, until: str) -> None:
     check_model_reference(recipe.teacher.model, "teacher.model")
     config = offline_config(recipe.teacher.model)
     if config and "num_hidden_layers" in config:
-        check_layer_map(recipe.distill.layers, config["num_hidden_layers"], recipe.source)
+        if recipe.distill.student is None:
+            check_layer_map(recipe.distill.layers, config["num_hidden_layers"], recipe.source)
+        if recipe.distill.hidden_weight > 0 and recipe.distill.hidden_layer_map:
+            check_layer_map(recipe.distill.hidden_layer_map, config["num_hidden_layers"], recipe.source)
+    if recipe.distill.student:
+        check_model_reference(recipe.distill.student, "distill.student")
+    if recipe.distill.transfer:
+        from edgetune.data import read_calibration_texts
+
+        read_calibration_texts(Path(recipe.distill.transfer))
     if recipe.quantize.method == "int8-static" and recipe.quantize.calibration:
         from edgetune.data import read_calibration_texts
 

@@ -42,8 +42,13 @@ class TeacherConfig(TrainingConfig):
 @dataclass(frozen=True)
 class DistillConfig(TrainingConfig):
     layers: tuple[int, ...] = (0, 5)  # teacher layers copied into the student, in order
+    student: str | None = None  # another pretrained model as the student (any tokenizer); `layers` then unused
     temperature: float = 4.0
     alpha: float = 0.7  # weight of the soft-label KL loss; (1 - alpha) goes to hard-label CE
+    hidden_weight: float = 0.0  # weight of hidden-state MSE (needs the teacher's tokenizer)
+    hidden_layer_map: tuple[int, ...] | None = None  # teacher layer matched by each student layer; default: `layers`
+    hidden_projection: bool = True  # learn a linear map when student and teacher widths differ
+    transfer: str | None = None  # CSV with a `text` column: unlabeled text the teacher labels softly
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class Recipe:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     seed: int = 0
+    # Where training runs. Not in the cache key: CPU and GPU results differ only by float rounding.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     source: str = field(default="", compare=False)  # the file it came from, for messages
 
     def section(self, name: str) -> dict:
@@ -131,8 +138,9 @@ def load_recipe(path: Path | None = None, *, overrides: tuple[str, ...] = (), da
     quantize = dataclasses.replace(
         recipe.quantize, calibration=resolve("quantize.calibration", recipe.quantize.calibration)
     )
+    distill = dataclasses.replace(recipe.distill, transfer=resolve("distill.transfer", recipe.distill.transfer))
     recipe = dataclasses.replace(
-        recipe, data=dataclasses.replace(data, **resolved), quantize=quantize, source=str(path)
+        recipe, data=dataclasses.replace(data, **resolved), quantize=quantize, distill=distill, source=str(path)
     )
     _check_values(recipe)
     return recipe
@@ -146,6 +154,13 @@ def _check_values(recipe: Recipe) -> None:
         raise BadInput(f"{src}: distill.layers {list(recipe.distill.layers)} repeats a layer")
     if not 0.0 <= recipe.distill.alpha <= 1.0:
         raise BadInput(f"{src}: distill.alpha = {recipe.distill.alpha} must be within [0, 1]")
+    d = recipe.distill
+    if d.hidden_weight < 0:
+        raise BadInput(f"{src}: distill.hidden_weight must be >= 0")
+    map_length = len(d.hidden_layer_map or d.layers)
+    if d.hidden_weight > 0 and d.student is None and map_length != len(d.layers):
+        raise BadInput(f"{src}: distill.hidden_layer_map has {map_length} entries but the student has "
+                       f"{len(d.layers)} layers; give one teacher layer per student layer")
     if recipe.distill.temperature <= 0:
         raise BadInput(f"{src}: distill.temperature must be > 0")
     block = recipe.quantize.block_size

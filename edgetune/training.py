@@ -25,8 +25,25 @@ def seed_everything(seed: int) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
 
 
-def to_torch(batch: dict, input_names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    return {name: torch.from_numpy(batch[name]) for name in input_names}
+def to_torch(batch: dict, input_names: tuple[str, ...], device="cpu") -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(batch[name]).to(device) for name in input_names}
+
+
+def pick_device(requested: str) -> torch.device:
+    """auto: CUDA when there is a GPU, else CPU. Asking for cuda without one is an error, not a fallback."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        from edgetune.errors import BadInput
+
+        raise BadInput("device: cuda was requested but torch sees no CUDA GPU; use device: auto or cpu")
+    return torch.device("cuda" if requested in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPUs that have it, fp16 on older ones; full fp32 on CPU (deterministic)."""
+    if device.type != "cuda":
+        return torch.autocast("cpu", enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
 
 
 def input_names_of(tokenizer) -> tuple[str, ...]:
@@ -36,12 +53,14 @@ def input_names_of(tokenizer) -> tuple[str, ...]:
 @torch.no_grad()
 def predict_logits(model, encoded: Encoded, pad_id: int, input_names, batch_size: int = 64) -> np.ndarray:
     model.eval()
+    device = next(model.parameters()).device
     order = np.argsort(encoded.lengths())  # similar lengths together: less padding
     out = np.zeros((len(order), model.config.num_labels), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         ids = order[start : start + batch_size]
         batch = pad_batch([encoded.input_ids[i] for i in ids], pad_id)
-        out[ids] = model(**to_torch(batch, input_names)).logits.float().numpy()
+        with autocast(device):
+            out[ids] = model(**to_torch(batch, input_names, device)).logits.float().cpu().numpy()
     return out
 
 
@@ -50,8 +69,13 @@ def evaluate(model, encoded: Encoded, pad_id: int, input_names, num_labels: int)
     return classification_scores(encoded.labels, logits.argmax(-1), num_labels)
 
 
-# loss_fn(logits, labels, example_indices) -> scalar loss; indices let distillation look up teacher logits.
-LossFn = Callable[[torch.Tensor, torch.Tensor, list[int]], torch.Tensor]
+# loss_fn(model, batch, labels, example_indices) -> scalar loss. The loss runs the forward pass itself, so
+# distillation can ask for hidden states and look up cached teacher logits by example index.
+LossFn = Callable[[torch.nn.Module, dict, torch.Tensor, list[int]], torch.Tensor]
+
+
+def cross_entropy(model, batch, labels, ids):
+    return torch.nn.functional.cross_entropy(model(**batch).logits, labels)
 
 
 @dataclass
@@ -74,10 +98,18 @@ def train(
     seed: int,
     desc: str,
     evaluate_start: bool = False,
+    device: torch.device | None = None,
+    extra_params: list | None = None,
 ) -> TrainResult:
-    """Train in place; on return `model` holds the weights of the best validation epoch."""
+    """Train in place; on return `model` holds the weights of the best validation epoch.
+
+    `extra_params`: trained with the model but not part of it (e.g. a hidden-state projection).
+    """
     rng = random.Random(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
+    device = device or torch.device("cpu")
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(train_set.labels) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -98,13 +130,16 @@ def train(
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             for ids in length_grouped_batches(lengths, cfg.batch_size, rng):
-                batch = to_torch(pad_batch([train_set.input_ids[i] for i in ids], pad_id), input_names)
-                labels = torch.tensor([train_set.labels[i] for i in ids])
-                loss = loss_fn(model(**batch).logits, labels, ids)
+                batch = to_torch(pad_batch([train_set.input_ids[i] for i in ids], pad_id), input_names, device)
+                labels = torch.tensor([train_set.labels[i] for i in ids], device=device)
+                with autocast(device):
+                    loss = loss_fn(model, batch, labels, ids)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 schedule.step()
                 bar.update(task, advance=1, description=f"{desc} epoch {epoch} loss {loss.item():.3f}")
             key, metrics = score()

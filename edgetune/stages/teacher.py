@@ -52,11 +52,10 @@ def load_tokenizer_and_model(recipe: Recipe, label_names: tuple[str, ...]):
 
 
 def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Target) -> dict[str, float]:
-    import torch.nn.functional as F
-
-    from edgetune.training import evaluate, input_names_of, predict_logits, seed_everything, train
+    from edgetune.training import cross_entropy, evaluate, input_names_of, pick_device, predict_logits, seed_everything, train
 
     seed_everything(recipe.seed)
+    device = pick_device(recipe.device)
     data = load_dataset(recipe.data, recipe.seed)
     tokenizer, model, trained = load_tokenizer_and_model(recipe, data.label_names)
     label_names = tuple(model.config.id2label[i] for i in range(len(data.label_names)))
@@ -72,14 +71,14 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     params = sum(p.numel() for p in model.parameters())
     log(f"teacher: {model.config.model_type}, {model.config.num_hidden_layers} layers, {params / 1e6:.1f}M parameters")
     metrics: dict[str, float] = {"fine_tuned": 0.0}
+    model.to(device)
     if trained:
         log("teacher already has a trained head for these labels: using it as is")
     else:
         log(f"teacher has no trained head for these {n} labels: fine-tuning it first")
         result = train(
-            model, encoded["train"], encoded["validation"], recipe.teacher,
-            lambda logits, labels, ids: F.cross_entropy(logits, labels),
-            pad_id=pad, input_names=names, num_labels=n, seed=recipe.seed, desc="teacher",
+            model, encoded["train"], encoded["validation"], recipe.teacher, cross_entropy,
+            pad_id=pad, input_names=names, num_labels=n, seed=recipe.seed, desc="teacher", device=device,
         )
         metrics.update(fine_tuned=1.0, best_epoch=float(result.best_epoch))
     for split in ("validation", "test"):
@@ -87,7 +86,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         metrics.update({f"{split}_{k}": v for k, v in scores.items()})
     log(f"teacher test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f}")
     np.save(out_dir / "train_logits.npy", predict_logits(model, encoded["train"], pad, names))
-    model.save_pretrained(out_dir / "model")
+    model.to("cpu").save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     (out_dir / "labels.json").write_text(json.dumps(list(label_names), indent=1))
     metrics.update(layers=float(model.config.num_hidden_layers), parameters=float(params))

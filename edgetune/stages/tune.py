@@ -40,10 +40,9 @@ def lora_model(student, cfg):
 
 
 def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Target) -> dict[str, float]:
-    import torch.nn.functional as F
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from edgetune.training import evaluate, input_names_of, seed_everything, train
+    from edgetune.training import cross_entropy, evaluate, input_names_of, pick_device, seed_everything, train
 
     seed_everything(recipe.seed)
     student_dir = inputs["distill"] / "model"
@@ -58,9 +57,9 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
            for s in ("train", "validation", "test")}
     names, pad, n = input_names_of(tokenizer), tokenizer.pad_token_id, len(data.label_names)
     result = train(
-        model, enc["train"], enc["validation"], recipe.tune,
-        lambda logits, labels, ids: F.cross_entropy(logits, labels),
+        model, enc["train"], enc["validation"], recipe.tune, cross_entropy,
         pad_id=pad, input_names=names, num_labels=n, seed=recipe.seed, desc="tune", evaluate_start=True,
+        device=pick_device(recipe.device),
     )
     if result.best_epoch == 0:
         log("LoRA did not improve validation over the distilled student: the adapter keeps the student as is")
@@ -68,7 +67,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     for split in ("validation", "test"):
         metrics.update({f"{split}_{k}": v for k, v in evaluate(model, enc[split], pad, names, n).items()})
     log(f"tuned student test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f}")
-    model.save_pretrained(out_dir / "adapter")
+    model.to("cpu").save_pretrained(out_dir / "adapter")
     tokenizer.save_pretrained(out_dir / "adapter")
     shutil.copy(inputs["distill"] / "labels.json", out_dir / "labels.json")
     return metrics
