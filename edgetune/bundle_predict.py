@@ -16,12 +16,19 @@ from tokenizers import Tokenizer
 HERE = Path(__file__).resolve().parent
 
 
-def load(folder=HERE, options=None, providers=("CPUExecutionProvider",)):
+def load_tokenizer(folder=HERE, settings=None):
+    """tokenizer.json with the bundle's truncation and padding (preprocess.json)."""
     folder = Path(folder)
-    settings = json.loads((folder / "preprocess.json").read_text())
+    settings = settings or json.loads((folder / "preprocess.json").read_text())
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.enable_truncation(settings["max_length"])
     tokenizer.enable_padding(pad_id=settings["pad_id"], pad_token=settings["pad_token"])
+    return tokenizer
+
+
+def load(folder=HERE, options=None, providers=("CPUExecutionProvider",)):
+    folder = Path(folder)
+    tokenizer = load_tokenizer(folder)
     session = ort.InferenceSession(str(folder / "model.onnx"), sess_options=options, providers=list(providers))
     labels = json.loads((folder / "labels.json").read_text())
     return tokenizer, session, labels

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from edgetune.console import console
 from edgetune.errors import BadInput, StageFailed
@@ -21,10 +22,10 @@ def exit_codes():
     try:
         yield
     except BadInput as err:
-        console.print(f"[bold red]error:[/bold red] {err}")
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
         sys.exit(2)
     except StageFailed as err:
-        console.print(f"[bold red]stage failed:[/bold red] {err}")
+        console.print(f"[bold red]stage failed:[/bold red] {escape(str(err))}")
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted:[/bold red] the running stage was discarded; "
@@ -39,6 +40,7 @@ def build_options(fn):
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. quantize.method=int4.")
     @click.option("--out", type=click.Path(path_type=Path), default=Path("edgetune-out"), show_default=True, help="Output and cache folder.")
     @click.option("--force", type=click.Choice(STAGE_NAMES), help="Rebuild from this stage on, ignoring the cache.")
+    @click.option("--remote", metavar="USER@HOST[:PORT]", help="Bench on this device over SSH (overrides the target's remote).")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         return fn(*args, **kwargs)
@@ -46,13 +48,19 @@ def build_options(fn):
     return wrapper
 
 
-def run_until(until: str, target, recipe, data, overrides, out, force, measure=False):
+def run_until(until: str, target, recipe, data, overrides, out, force, remote=None, measure=False):
+    import dataclasses
+
     from edgetune import pipeline
     from edgetune.recipe import load_recipe
     from edgetune.targets import load_target
 
     with exit_codes():
         profile = load_target(target)
+        if remote:
+            from edgetune.remote import parse_remote
+
+            profile = dataclasses.replace(profile, remote=parse_remote(remote, profile.remote))
         loaded = load_recipe(recipe, overrides=tuple(overrides), data_dir=data)
         outcomes = pipeline.run(loaded, profile, out, until=until, force=force, measure=measure)
         print_summary(outcomes, out / profile.name if until == "bench" else None)
@@ -73,11 +81,12 @@ def print_summary(outcomes, report_dir: Path | None) -> None:
         console.print(f"[bold]{report['target']}[/bold]: p95 {lat['p95']:.2f} ms [{lat['p95_ci'][0]:.2f}, {lat['p95_ci'][1]:.2f}], "
                       f"accuracy {report['accuracy']:.4f} (teacher {report['teacher']['accuracy']:.4f}), "
                       f"{report['size_bytes'] / 1e6:.1f} MB")
-        console.print(f"[yellow]{report['note']}[/yellow]" if not report["measured_on_target"] else report["note"])
+        note = escape(report["note"])
+        console.print(f"[yellow]{note}[/yellow]" if not report["measured_on_target"] else note)
         for name, b in report["budgets"].items():
             mark = "[green]ok[/green]" if b["ok"] else "[red]over budget[/red]"
             console.print(f"  budget {name}: {b['value']} (limit {b['limit']}) {mark}")
-        console.print(f"bundle: {report_dir / 'bundle'}   report: {report_dir / 'report.md'}")
+        console.print(escape(f"bundle: {report_dir / 'bundle'}   report: {report_dir / 'report.md'}"))
 
 
 def key_metric(metrics: dict) -> str:
@@ -100,15 +109,15 @@ def main():
 
 @main.command()
 @build_options
-def build(target, recipe, data, overrides, out, force):
+def build(target, recipe, data, overrides, out, force, remote):
     """Run every stage for TARGET (cached, resumable) and write the bundle and report."""
-    run_until("bench", target, recipe, data, overrides, out, force)
+    run_until("bench", target, recipe, data, overrides, out, force, remote)
 
 
 def _stage_command(name: str, summary: str):
     @build_options
-    def command(target, recipe, data, overrides, out, force):
-        run_until(name, target, recipe, data, overrides, out, force, measure=name == "bench")
+    def command(target, recipe, data, overrides, out, force, remote):
+        run_until(name, target, recipe, data, overrides, out, force, remote, measure=name == "bench")
 
     command.__doc__ = f"Run the {name} stage ({summary}) and what it needs upstream."
     return main.command(name=name)(command)
@@ -171,3 +180,65 @@ def status(out, target, recipe, overrides):
             for s in STAGES[:-1]:
                 hit = artifacts.read_manifest(pipeline.cache_dir(out, s.name, prints[s.name]["key"]))
                 console.print(f"  {s.name:9s} {'cached' if hit else 'to build'}")
+
+
+@main.command()
+@click.option("--baseline", "-b", required=True, metavar="BASE",
+              help="The build to compare against: a report.json or a build folder (DIR/<target>).")
+@click.argument("candidate", metavar="CANDIDATE")
+@click.option("--junit", type=click.Path(path_type=Path), help="Also write a JUnit XML file (one testcase per check).")
+@click.option("--max-slowdown", type=click.FloatRange(min=0), default=0.05, show_default=True,
+              help="Fail when the p95 or median latency ratio's 95% interval lies wholly above 1 + this.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=0.005, show_default=True,
+              help="Fail when candidate accuracy < baseline accuracy - this.")
+@click.option("--max-seconds", type=click.FloatRange(min=0.5), default=None,
+              help="Cap in seconds on re-measuring [default: 12]; past half of it only an undecided gate whose "
+                   "ratio is estimated above the limit goes on.")
+@click.option("--inputs", type=click.Path(path_type=Path),
+              help="CSV with a text column to replay (default: the candidate's test split, named in its bundle).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Intra-op threads for both bundles (default: the target's, capped at this host's cores).")
+@click.option("--recorded", is_flag=True, help="Compare the reports' recorded latency instead of re-measuring.")
+def gate(baseline, candidate, junit, max_slowdown, max_accuracy_drop, max_seconds, inputs, threads, recorded):
+    """Fail CI when CANDIDATE is slower or less accurate than BASE (exit 0 pass, 1 regression, 2 error)."""
+    from edgetune import gate as gating
+
+    try:
+        # No spinner: a rendering thread would take the GIL mid-measurement and show up in the tail latency.
+        result = gating.run_gate(baseline, candidate, max_slowdown=max_slowdown, max_accuracy_drop=max_accuracy_drop,
+                                 max_seconds=max_seconds, recorded=recorded, inputs=inputs,
+                                 threads=threads)
+    except BadInput as err:
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
+        if junit:
+            gating.write_junit_error(str(err), junit)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/bold red]")
+        sys.exit(130)
+    gating.print_result(result, console)
+    if junit:
+        gating.write_junit(result, junit)
+        console.print(f"JUnit XML: {junit}")
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@click.option("--target", "-t", required=True, help="An aarch64 target (e.g. rpi5, jetson-orin) or a path to its profile.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("edgetune-out"), show_default=True,
+              help="Build folder: verifies OUT/<target>/bundle, writes OUT/<target>/verify.json.")
+@click.option("--recipe", "-r", type=click.Path(path_type=Path), help="Take the test split from this recipe (as build does).")
+@click.option("--data", type=click.Path(path_type=Path), help="Take the test split from DIR/test.csv.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Recipe override, as for build.")
+@click.option("--inputs", type=click.Path(path_type=Path), help="CSV with a text (and optional label) column to run instead.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help="Exit 1 when fewer predictions than this agree between this host and the emulated target.")
+def verify(target, out, recipe, data, overrides, inputs, min_agreement):
+    """Run the bundle under aarch64 emulation of TARGET's CPU and compare with this host (correctness only, no timing).
+
+    Default texts: the test split named in the bundle's manifest. Needs root, qemu-user-static and mmdebstrap."""
+    from edgetune.emulation import run_verify
+
+    with exit_codes():
+        run_verify(target, out, recipe=recipe, data=data, overrides=tuple(overrides), inputs=inputs,
+                   min_agreement=min_agreement)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # long paths in CI logs stay on one line
 
 
-def log(message: str) -> None:
-    console.print(f"[dim]·[/dim] {message}")
+def log(message: str, style: str | None = None) -> None:
+    """One line of progress. The message is plain text (paths may hold brackets), never rich markup."""
+    console.print(f"[dim]·[/dim] {escape(message)}" if style is None else f"[dim]·[/dim] [{style}]{escape(message)}[/{style}]")
 
 
 def progress() -> Progress:

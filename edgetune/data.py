@@ -33,7 +33,7 @@ def read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
         raise BadInput(f"{path}: file not found")
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8" starts with a BOM
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []
             missing = [c for c in columns if c not in header]
@@ -52,6 +52,10 @@ def read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
     except csv.Error as err:
         raise BadInput(f"{path}: not a valid CSV ({err})") from None
     rows = [r for r in rows if r[columns[0]].strip()]
+    if "label" in columns:
+        blank = next((i for i, r in enumerate(rows, start=2) if not r["label"].strip()), None)
+        if blank is not None:
+            raise BadInput(f"{path}: a row (around line {blank}) has text but an empty label; label it or remove it")
     if not rows:
         raise BadInput(f"{path}: no rows with text; add examples under the header {','.join(columns)}")
     return rows
@@ -109,7 +113,10 @@ def read_calibration_texts(path: Path) -> list[str]:
 def file_digest(path: str | Path | None) -> str | None:
     if path is None:
         return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise BadInput(f"{path}: file not found") from None
 
 
 @dataclass

@@ -43,27 +43,48 @@ class Latency:
 
 def measure(run_one, feeds: list, cfg: BenchConfig, desc: str = "benchmarking") -> Latency:
     """Time `run_one(feed)` over `feeds` in turn (replaying real inputs) until the p95 is pinned down."""
-    for i in range(cfg.warmup_runs):
-        run_one(feeds[i % len(feeds)])
-    samples: list[float] = []
+    return measure_interleaved({"model": (run_one, feeds)}, cfg, desc)["model"]
+
+
+def measure_interleaved(models: dict, cfg: BenchConfig, desc: str = "benchmarking", block: int = 10) -> dict[str, Latency]:
+    """Time several models round-robin in short blocks over their replayed inputs, so that whatever else the
+    host does lands on all of them alike. `models`: name -> (run_one, feeds). Stops when every p95's bootstrap
+    interval is within cfg.ci_relative_halfwidth (after cfg.min_runs each), or at cfg.max_runs / max_seconds.
+    """
+    names = list(models)
+    for name in names:
+        run_one, feeds = models[name]
+        for i in range(cfg.warmup_runs):
+            run_one(feeds[i % len(feeds)])
+    samples: dict[str, list[float]] = {name: [] for name in names}
     started = time.perf_counter()
     reason = f"max_runs ({cfg.max_runs}) reached"
+    rounds = 0
     with progress() as bar:
         task = bar.add_task(desc, total=cfg.max_runs)
-        while len(samples) < cfg.max_runs:
-            for _ in range(50):
-                feed = feeds[len(samples) % len(feeds)]
-                t0 = time.perf_counter_ns()
-                run_one(feed)
-                samples.append((time.perf_counter_ns() - t0) / 1e6)
-            bar.update(task, completed=len(samples))
-            if len(samples) >= cfg.min_runs and len(samples) % 100 == 0:
-                lo, hi = percentile_ci(samples, 95, resamples=300)
-                p95 = float(np.percentile(samples, 95))
-                if (hi - lo) / 2 <= cfg.ci_relative_halfwidth * p95:
-                    reason = f"p95 interval within ±{cfg.ci_relative_halfwidth:.0%}"
-                    break
-            if time.perf_counter() - started > cfg.max_seconds and len(samples) >= cfg.min_runs:
+        while len(samples[names[0]]) < cfg.max_runs:
+            for name in names[rounds % len(names):] + names[: rounds % len(names)]:  # rotate who goes first
+                run_one, feeds = models[name]
+                out = samples[name]
+                if len(names) > 1:
+                    run_one(feeds[len(out) % len(feeds)])  # untimed: re-warm caches after the other model
+                for _ in range(min(block, cfg.max_runs - len(out))):
+                    feed = feeds[len(out) % len(feeds)]
+                    t0 = time.perf_counter_ns()
+                    run_one(feed)
+                    out.append((time.perf_counter_ns() - t0) / 1e6)
+            rounds += 1
+            done = len(samples[names[0]])
+            bar.update(task, completed=done)
+            if done >= cfg.min_runs and rounds % max(1, 100 // block) == 0 and all(_narrow(samples[n], cfg) for n in names):
+                reason = f"p95 interval within ±{cfg.ci_relative_halfwidth:.0%}"
+                break
+            if time.perf_counter() - started > cfg.max_seconds and done >= cfg.min_runs:
                 reason = f"max_seconds ({cfg.max_seconds:g}) reached"
                 break
-    return Latency(samples, reason)
+    return {name: Latency(samples[name], reason) for name in names}
+
+
+def _narrow(samples: list[float], cfg: BenchConfig) -> bool:
+    lo, hi = percentile_ci(samples, 95, resamples=300)
+    return (hi - lo) / 2 <= cfg.ci_relative_halfwidth * float(np.percentile(samples, 95))

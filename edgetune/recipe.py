@@ -64,6 +64,13 @@ class ExportConfig:
     opset: int = 17
     atol: float = 1e-4  # max |onnx - torch| logit difference on real inputs; exceeding it fails the stage
     validation_samples: int = 64
+    # Keep only the embedding rows of tokens train+validation use (plus special and single-character pieces);
+    # the tokenizer is rewritten to match before the ONNX export. WordPiece tokenizers only.
+    prune_vocab: bool = False
+    # Also keep the first N ordinary tokens of the vocabulary: BERT's vocab.txt lists words by frequency, so these
+    # are the commonest words, a backstop for words the training data never used.
+    prune_keep_first: int = 0
+    prune_min_match: float = 0.995  # test-split prediction match rate (pruned vs unpruned) below which export fails
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,16 @@ class QuantizeConfig:
     calibration_samples: int = 128
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     block_size: int = 32  # int4 weight-only block size
+    int4_algorithm: Literal["rtn", "hqq", "gptq"] = "rtn"  # gptq calibrates on the calibration texts
+    # MatMulNBits compute: 0 unset (fp32), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations (the fast CPU path).
+    int4_accuracy_level: int = 4
+    max_accuracy_drop: float | None = None  # validation accuracy drop allowed vs fp32 (absolute); null: not checked
+    max_float_nodes: int | None = None  # accuracy-aware mode keeps at most this many nodes in float; null: no cap
+
+    @property
+    def reads_calibration(self) -> bool:
+        """Whether the stage reads calibration texts: static ranges, GPTQ's Hessians."""
+        return self.method == "int8-static" or (self.method == "int4" and self.int4_algorithm == "gptq")
 
 
 @dataclass(frozen=True)
@@ -168,9 +185,25 @@ def _check_values(recipe: Recipe) -> None:
         raise BadInput(f"{src}: quantize.block_size = {block} must be a power of two >= 16 (e.g. 32, 64, 128)")
     if recipe.quantize.calibration_samples < 1:
         raise BadInput(f"{src}: quantize.calibration_samples must be >= 1")
+    if recipe.quantize.int4_accuracy_level not in (0, 1, 2, 3, 4):
+        raise BadInput(f"{src}: quantize.int4_accuracy_level = {recipe.quantize.int4_accuracy_level} must be 0-4 "
+                       "(onnxruntime MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8)")
+    drop = recipe.quantize.max_accuracy_drop
+    if drop is not None and not -1.0 < drop < 1.0:
+        raise BadInput(f"{src}: quantize.max_accuracy_drop = {drop} must be within (-1, 1): an absolute accuracy "
+                       "drop on the validation split, e.g. 0.01 (negative: the quantized model must beat fp32), "
+                       "or null to skip the check")
+    if recipe.quantize.max_float_nodes is not None and recipe.quantize.max_float_nodes < 0:
+        raise BadInput(f"{src}: quantize.max_float_nodes must be >= 0, or null for no cap")
+    if recipe.export.prune_keep_first < 0:
+        raise BadInput(f"{src}: export.prune_keep_first must be >= 0")
+    if not 0.0 <= recipe.export.prune_min_match <= 1.0:
+        raise BadInput(f"{src}: export.prune_min_match = {recipe.export.prune_min_match} must be within [0, 1]")
     for name in ("teacher", "distill", "tune"):
         cfg = getattr(recipe, name)
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise BadInput(f"{src}: {name}.epochs and {name}.batch_size must be >= 1")
+    if recipe.export.validation_samples < 1:
+        raise BadInput(f"{src}: export.validation_samples must be >= 1")
     if recipe.export.atol <= 0:
         raise BadInput(f"{src}: export.atol must be > 0")

@@ -9,12 +9,17 @@ import numpy as np
 from edgetune.artifacts import write_json
 
 
-def latency_plot(samples_ms, timing: dict, path: Path, title: str) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def latency_plot(samples_ms, timing: dict, path: Path, title: str) -> None:
+    plt = _pyplot()
     s = np.sort(np.asarray(samples_ms))
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
     ax.plot(s, np.arange(1, len(s) + 1) / len(s), lw=1.5)
@@ -32,13 +37,52 @@ def latency_plot(samples_ms, timing: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+MODEL_NAMES = {"teacher_fp32": "teacher fp32", "student_fp32": "student fp32", "shipped": "shipped"}
+
+
+def tradeoff_plot(comparison: dict, path: Path, title: str) -> None:
+    """Accuracy against p95 for teacher, fp32 student and shipped model; marker area is model size."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
+    largest = max(c["size_bytes"] for c in comparison.values())
+    for name, c in comparison.items():
+        ax.scatter(c["p95"], c["accuracy"], s=1500 * c["size_bytes"] / largest, alpha=0.5, label=MODEL_NAMES[name])
+        ax.errorbar(c["p95"], c["accuracy"], xerr=[[c["p95"] - c["p95_ci"][0]], [c["p95_ci"][1] - c["p95"]]], fmt="none", color="k", lw=1)
+        ax.annotate(f"{MODEL_NAMES[name]}\n{c['size_bytes'] / 1e6:.0f} MB", (c["p95"], c["accuracy"]), fontsize=7,
+                    xytext=(8, -10), textcoords="offset points")
+    ax.set(xlabel="p95 latency (ms), 95% CI", ylabel="test accuracy", title=title)
+    ax.set_xlim(0, max(c["p95_ci"][1] for c in comparison.values()) * 1.35)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def per_class_plot(shipped: dict, reference: dict, path: Path, title: str, worst: int = 12) -> None:
+    """Per-class F1 of the shipped model beside the reference's, for the classes that dropped most."""
+    plt = _pyplot()
+    names = sorted(shipped, key=lambda k: shipped[k] - reference[k])[:worst]
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(names) + 1.2), dpi=110)
+    ax.barh(y - 0.2, [reference[k] for k in names], height=0.4, label="teacher fp32")
+    ax.barh(y + 0.2, [shipped[k] for k in names], height=0.4, label="shipped")
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="F1", xlim=(0, 1.05), title=title)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25 / max(1, len(names) / 6)), ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _budget_rows(budgets: dict) -> list[str]:
     return [f"| {name} | {b['value']} | {b['limit']} | {'✅' if b['ok'] else '❌'} |" for name, b in budgets.items()]
 
 
 def markdown(report: dict) -> str:
     lat = report["latency_ms"]
-    teacher, fp32 = report["teacher"], report["student_fp32"]
+    fp32 = report["student_fp32"]
+    speedup = report["speedup_vs_teacher_p95"]
     lines = [
         f"# edgetune report: {report['target']}",
         "",
@@ -47,13 +91,14 @@ def markdown(report: dict) -> str:
         f"Host: {report['host']['cpu']} ({report['host']['arch']}), {report['host']['threads']} threads, "
         f"onnxruntime {report['host']['onnxruntime']}, {report['host']['execution_provider']}.",
         "",
-        "| model | accuracy | macro-F1 | size |",
-        "|---|---|---|---|",
-        f"| teacher ({teacher['layers']} layers, PyTorch) | {teacher['accuracy']:.4f} | {teacher['macro_f1']:.4f} | |",
-        f"| student fp32 ONNX ({report['student']['layers']} layers) | {fp32['accuracy']:.4f} | {fp32['macro_f1']:.4f} "
-        f"| {fp32['size_bytes'] / 1e6:.1f} MB |",
-        f"| **shipped: {report['quantization']}** | **{report['accuracy']:.4f}** | **{report['macro_f1']:.4f}** "
-        f"| **{report['size_bytes'] / 1e6:.1f} MB** |",
+        "| model | layers | accuracy | macro-F1 | p95 ms (95% CI) | size |",
+        "|---|---|---|---|---|---|",
+        *[_model_row(name, c, report) for name, c in report["comparison"].items()],
+        "",
+        f"The shipped model's p95 is {speedup['ratio']:.1f}x faster than the fp32 teacher's "
+        f"(95% CI {speedup['ci'][0]:.1f}–{speedup['ci'][1]:.1f}), all three measured interleaved in one run.",
+        "",
+        "![accuracy vs latency](tradeoff.png)",
         "",
         f"Latency (batch {lat['batch_size']}, real test lengths {lat['sequence_length']['min']}–"
         f"{lat['sequence_length']['max']} tokens): p50 {lat['p50']:.2f} ms, **p95 {lat['p95']:.2f} ms** "
@@ -67,6 +112,7 @@ def markdown(report: dict) -> str:
         *_budget_rows(report["budgets"]),
         "",
     ]
+    lines += ["![per-class F1](per_class_f1.png)", ""]
     drops = sorted(((fp32["per_class_f1"][k] - v, k) for k, v in report["per_class_f1"].items()), reverse=True)[:5]
     drops = [(d, k) for d, k in drops if d > 0]
     if drops:
@@ -76,7 +122,18 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _model_row(name: str, c: dict, report: dict) -> str:
+    layers = report["teacher"]["layers"] if name == "teacher_fp32" else report["student"]["layers"]
+    label = f"shipped: {report['quantization']}" if name == "shipped" else MODEL_NAMES[name]
+    row = (f"{label} | {layers} | {c['accuracy']:.4f} | {c['macro_f1']:.4f} | {c['p95']:.2f} "
+           f"({c['p95_ci'][0]:.2f}–{c['p95_ci'][1]:.2f}) | {c['size_bytes'] / 1e6:.1f} MB")
+    return f"| **{row.replace(' | ', '** | **')}** |" if name == "shipped" else f"| {row} |"
+
+
 def write_reports(report: dict, out_dir: Path, samples_ms) -> None:
     write_json(out_dir / "report.json", report)
     latency_plot(samples_ms, report["latency_ms"], out_dir / "latency.png", f"{report['target']}: latency CDF")
+    tradeoff_plot(report["comparison"], out_dir / "tradeoff.png", f"{report['target']}: accuracy vs p95 (area: size)")
+    per_class_plot(report["per_class_f1"], report["teacher"]["per_class_f1"], out_dir / "per_class_f1.png",
+                   "per-class F1 where the shipped model dropped most")
     (out_dir / "report.md").write_text(markdown(report))

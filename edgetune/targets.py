@@ -37,6 +37,31 @@ class QuantizationPreset:
 
 
 @dataclass(frozen=True)
+class Remote:
+    """An SSH-reachable device that runs the bench itself (edgetune.remote). Keys are checked, never prompted."""
+
+    host: str
+    user: str | None = None  # None: ssh's default (the local user, or ~/.ssh/config)
+    port: int = 22
+    identity_file: str | None = None  # private key; None: ssh's defaults and agent
+    known_hosts: str | None = None  # None: ~/.ssh/known_hosts
+    python: str = "python3"  # interpreter on the device with onnxruntime, numpy and tokenizers
+    dir: str = ".cache/edgetune-bench"  # working folder on the device (relative: under the login's home)
+
+    @property
+    def address(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PeakCompute:
+    """Peak arithmetic throughput of the whole chip (all cores), GFLOP/s for fp32, GOP/s for int8."""
+
+    fp32: float | None = None
+    int8: float | None = None
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     arch: Literal["x86_64", "aarch64"]
@@ -49,6 +74,10 @@ class Target:
     memory_gb: float | None = None
     budgets: Budgets = field(default_factory=Budgets)
     quantization: QuantizationPreset = field(default_factory=QuantizationPreset)
+    cpu: str | None = None  # core name, e.g. cortex-a76: the CPU model aarch64 emulation (edgetune verify) uses
+    peak_gflops: PeakCompute = field(default_factory=PeakCompute)  # for roofline estimates (edgetune.roofline)
+    memory_bandwidth_gbs: float | None = None  # DRAM bandwidth, GB/s
+    remote: Remote | None = None  # bench on this device over SSH instead of on this host
     description: str = field(default="", compare=False)  # the file's header comment
     source: str = field(default="", compare=False)
 
@@ -83,4 +112,6 @@ def load_target(name_or_path: str) -> Target:
         header.append(line.lstrip("# ").rstrip())
     if target.cores < 1 or target.batch_size < 1:
         raise BadInput(f"{path}: cores and batch_size must be >= 1")
+    if target.remote is not None and not 1 <= target.remote.port <= 65535:
+        raise BadInput(f"{path}: remote.port = {target.remote.port} must be within 1-65535")
     return replace(target, description=" ".join(h for h in header if h), source=str(path))

