@@ -46,10 +46,13 @@ def measure(run_one, feeds: list, cfg: BenchConfig, desc: str = "benchmarking") 
     return measure_interleaved({"model": (run_one, feeds)}, cfg, desc)["model"]
 
 
-def measure_interleaved(models: dict, cfg: BenchConfig, desc: str = "benchmarking", block: int = 10) -> dict[str, Latency]:
-    """Time several models round-robin in short blocks over their replayed inputs, so that whatever else the
-    host does lands on all of them alike. `models`: name -> (run_one, feeds). Stops when every p95's bootstrap
-    interval is within cfg.ci_relative_halfwidth (after cfg.min_runs each), or at cfg.max_runs / max_seconds.
+def measure_interleaved(models: dict, cfg: BenchConfig, desc: str = "benchmarking", block: int = 50,
+                        rewarm: int = 5) -> dict[str, Latency]:
+    """Time several models round-robin in blocks over their replayed inputs, so that whatever else the host
+    does lands on all of them alike. `models`: name -> (run_one, feeds). After a switch, `rewarm` untimed runs
+    refill the caches the other model evicted: a device runs one model, and so should its p95.
+    Stops when every p95's bootstrap interval is within cfg.ci_relative_halfwidth (after cfg.min_runs each),
+    or at cfg.max_runs / max_seconds.
     """
     names = list(models)
     for name in names:
@@ -66,8 +69,8 @@ def measure_interleaved(models: dict, cfg: BenchConfig, desc: str = "benchmarkin
             for name in names[rounds % len(names):] + names[: rounds % len(names)]:  # rotate who goes first
                 run_one, feeds = models[name]
                 out = samples[name]
-                if len(names) > 1:
-                    run_one(feeds[len(out) % len(feeds)])  # untimed: re-warm caches after the other model
+                for i in range(rewarm if len(names) > 1 else 0):
+                    run_one(feeds[(len(out) + i) % len(feeds)])
                 for _ in range(min(block, cfg.max_runs - len(out))):
                     feed = feeds[len(out) % len(feeds)]
                     t0 = time.perf_counter_ns()
@@ -76,7 +79,7 @@ def measure_interleaved(models: dict, cfg: BenchConfig, desc: str = "benchmarkin
             rounds += 1
             done = len(samples[names[0]])
             bar.update(task, completed=done)
-            if done >= cfg.min_runs and rounds % max(1, 100 // block) == 0 and all(_narrow(samples[n], cfg) for n in names):
+            if done >= cfg.min_runs and all(_narrow(samples[n], cfg) for n in names):
                 reason = f"p95 interval within ±{cfg.ci_relative_halfwidth:.0%}"
                 break
             if time.perf_counter() - started > cfg.max_seconds and done >= cfg.min_runs:

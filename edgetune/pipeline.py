@@ -32,8 +32,8 @@ def _distill_files(recipe: Recipe) -> dict[str, str | None]:
 
 
 def _calibration_files(recipe: Recipe) -> dict[str, str | None]:
-    static = recipe.quantize.method == "int8-static"
-    return {"calibration": recipe.quantize.calibration if static else None}
+    # int8-static ranges and int4 gptq Hessians come from the calibration texts.
+    return {"calibration": recipe.quantize.calibration if recipe.quantize.reads_calibration else None}
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("teacher", (), ("seed", "data", "teacher"), (), _data_files, 1,
           summary="fine-tune the teacher when it has no head for the labels; cache its logits"),
     Stage("distill", ("teacher",), ("seed", "data", "distill"), (), _distill_files, 2,
-          summary="student from a layer subset of the teacher, KD + CE"),
+          summary="a smaller student trained on the teacher's logits (KD + CE)"),
     Stage("tune", ("distill",), ("seed", "data", "tune"), (), _data_files, 1,
           summary="LoRA on the student (peft), head trained fully"),
-    Stage("export", ("distill", "tune"), ("data", "export"), (), _data_files, 1,
+    Stage("export", ("distill", "tune"), ("data", "export"), (), _data_files, 2,
           summary="merge LoRA, ONNX export, validate against PyTorch"),
-    Stage("quantize", ("export",), ("seed", "data", "quantize"), ("quantization",), _calibration_files, 2,
+    Stage("quantize", ("export",), ("seed", "data", "quantize"), ("quantization",), _calibration_files, 3,
           summary="graph fusions + int8/int4 quantization with the target's preset"),
-    Stage("baseline", ("teacher",), ("data", "export"), (), _data_files, 1,
+    Stage("baseline", ("teacher",), ("data", "export"), (), _data_files, 2,
           summary="the teacher as fp32 ONNX: the reference for speed-ups"),
     Stage("bench", ("teacher", "export", "quantize", "baseline"), ("data", "bench"), ("*",), lambda r: {}, 1,
           cacheable=False, summary="latency, size and accuracy on this host; bundle and report"),
@@ -136,10 +136,14 @@ def preflight(recipe: Recipe, target: Target) -> None:
         from edgetune.data import read_calibration_texts
 
         read_calibration_texts(Path(recipe.distill.transfer))
-    if recipe.quantize.method == "int8-static" and recipe.quantize.calibration:
+    if recipe.quantize.reads_calibration and recipe.quantize.calibration:
         from edgetune.data import read_calibration_texts
 
         read_calibration_texts(Path(recipe.quantize.calibration))
+    if recipe.export.prune_vocab:
+        from edgetune.vocab import check_prunable
+
+        check_prunable(recipe.distill.student or recipe.teacher.model, f"{recipe.source}: export.prune_vocab")
 
 
 @dataclass

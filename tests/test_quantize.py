@@ -87,10 +87,6 @@ def test_int8_dynamic_model_is_smaller_than_unquantized(quantized):
     assert report_of(quantized("int8-dynamic"))["size_bytes"] < report_of(quantized("none"))["size_bytes"]
 
 
-def test_int4_model_is_smaller_than_int8_dynamic(quantized):
-    assert report_of(quantized("int4"))["size_bytes"] < report_of(quantized("int8-dynamic"))["size_bytes"]
-
-
 def test_unquantized_model_computes_the_same_logits_as_the_fp32_export(quantized):
     """Graph fusions alone must not change the model: `none` matches the export's logits on real inputs."""
     import numpy as np

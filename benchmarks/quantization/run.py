@@ -309,6 +309,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=90.0, help="interleaved timing budget")
     parser.add_argument("--keep-first", type=int, default=10000, help="export.prune_keep_first of the second pruned row")
+    parser.add_argument("--note", action="append", default=[], help="a sentence to print under the run's table")
     parser.add_argument("--work", type=Path, help="keep the built models here, and reuse them on a rerun with the same "
                         "DIR and export (default: a temp folder, removed)")
     args = parser.parse_args()
@@ -348,6 +349,7 @@ def main() -> None:
                  "onnxruntime": importlib.metadata.version("onnxruntime"), "load_before": load_before,
                  "load_after": [round(x, 2) for x in os.getloadavg()]},
         **measured,
+        "notes": args.note,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     store = RESULTS / "quantization.json"

@@ -75,6 +75,9 @@ def session_options(threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # No spin-waiting between runs: interleaved sessions would steal each other's cores (p95 x40 seen here),
+    # and a device serving sporadic requests sleeps between them anyway.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
