@@ -148,12 +148,14 @@ def test_ctrl_c_keeps_finished_stages_and_discards_the_running_one(make_recipe, 
         )
         try:
             deadline = time.monotonic() + 240
-            while not (list(cache.glob("teacher-*/manifest.json")) and list(cache.glob(".tmp-*distill*"))):
+            # Interrupt once distill is training (its log line is out), as a user pressing Ctrl-C would.
+            while not (list(cache.glob("teacher-*/manifest.json")) and list(cache.glob(".tmp-*distill*"))
+                       and "student" in log_err.read_text()):
                 assert child.poll() is None, f"build ended before distill started:\n{log_err.read_text()}"
                 assert time.monotonic() < deadline, f"distill never started:\n{log_err.read_text()}"
                 time.sleep(0.2)
             child.send_signal(signal.SIGINT)
-            returncode = child.wait(timeout=60)
+            returncode = child.wait(timeout=120)
         finally:
             if child.poll() is None:
                 child.kill()
