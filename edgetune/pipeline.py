@@ -132,6 +132,12 @@ def preflight(recipe: Recipe, target: Target) -> None:
             check_layer_map(recipe.distill.hidden_layer_map, config["num_hidden_layers"], recipe.source)
     if recipe.distill.student:
         check_model_reference(recipe.distill.student, "distill.student")
+        student = offline_config(recipe.distill.student)
+        widths = (student or {}).get("hidden_size"), (config or {}).get("hidden_size")
+        if recipe.distill.hidden_weight > 0 and None not in widths and widths[0] != widths[1] \
+                and not recipe.distill.hidden_projection:
+            raise BadInput(f"{recipe.source}: student hidden size {widths[0]} differs from the teacher's {widths[1]}; "
+                           "set distill.hidden_projection: true to learn a linear map, or distill.hidden_weight: 0")
     if recipe.distill.transfer:
         from edgetune.data import read_calibration_texts
 

@@ -1,0 +1,65 @@
+"""Distillation options on the tiny teacher: hidden-state MSE, transfer text, a pretrained student with its
+own tokenizer, and the bad inputs that must stop a build before any training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import make_tiny_teacher
+from helpers import CALIBRATION, assert_mentions, build, cache_folders, write_csv
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer_student(tmp_path_factory):
+    """A 2-layer model with a smaller vocabulary (so a different tokenizer) and a wider hidden size."""
+    return make_tiny_teacher(tmp_path_factory.mktemp("student-48"), layers=2, vocab_size=300, hidden=48)
+
+
+def distill_metrics(out) -> dict:
+    (folder,) = [f for f in (out / "cache").glob("distill-*") if (f / "manifest.json").exists()]
+    return json.loads((folder / "manifest.json").read_text())["metrics"]
+
+
+def test_hidden_state_loss_and_transfer_text_build(make_recipe, tmp_path):
+    recipe = make_recipe({"distill.hidden_weight": 1.0, "distill.transfer": str(CALIBRATION), "tune.epochs": 1})
+    result = build(recipe, tmp_path / "out", command="distill")
+    assert result.exit_code == 0, result.output
+    assert_mentions(result.output, "hidden-state MSE", "transfer: 128 unlabeled texts")
+    assert distill_metrics(tmp_path / "out")["transfer_texts"] == 128
+
+
+def test_pretrained_student_with_another_tokenizer_distills_on_logits(make_recipe, other_tokenizer_student, tmp_path):
+    recipe = make_recipe({"distill.student": str(other_tokenizer_student)})
+    result = build(recipe, tmp_path / "out", command="export")
+    assert result.exit_code == 0, result.output
+    assert_mentions(result.output, "different tokenizer")
+    (export,) = (tmp_path / "out" / "cache").glob("export-*")
+    vocab = json.loads((export / "tokenizer.json").read_text())["model"]["vocab"]
+    assert len(vocab) <= 300  # the student's own tokenizer travels to the export, not the teacher's
+
+
+def test_hidden_loss_across_tokenizers_is_refused(make_recipe, other_tokenizer_student, tmp_path):
+    recipe = make_recipe({"distill.student": str(other_tokenizer_student), "distill.hidden_weight": 1.0,
+                          "distill.hidden_layer_map": [0, 2]})
+    result = build(recipe, tmp_path / "out", command="distill")
+    assert result.exit_code == 2
+    assert_mentions(result.output, "teacher's tokenizer")
+
+
+def test_wider_student_without_projection_fails_before_training(make_recipe, other_tokenizer_student, tmp_path):
+    recipe = make_recipe({"distill.student": str(other_tokenizer_student), "distill.hidden_weight": 1.0,
+                          "distill.hidden_projection": False})
+    result = build(recipe, tmp_path / "out")
+    assert result.exit_code == 2
+    assert_mentions(result.output, "hidden size 48", "hidden_projection")
+    assert cache_folders(tmp_path / "out") == set()
+
+
+def test_transfer_text_without_text_column_fails_before_training(make_recipe, tmp_path):
+    transfer = write_csv(tmp_path / "transfer.csv", "sentence\nturn it up\n")
+    recipe = make_recipe({"distill.transfer": str(transfer)})
+    result = build(recipe, tmp_path / "out")
+    assert result.exit_code == 2
+    assert_mentions(result.output, str(transfer), "text")
+    assert cache_folders(tmp_path / "out") == set()
