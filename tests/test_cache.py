@@ -145,6 +145,9 @@ def test_ctrl_c_keeps_finished_stages_and_discards_the_running_one(make_recipe, 
         child = subprocess.Popen(
             [sys.executable, "-m", "edgetune", "build", "--target", "rpi5", "--recipe", str(recipe), "--out", str(out)],
             stdout=stdout, stderr=stderr, cwd=tmp_path,
+            # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored:
+            # give the build the disposition a terminal would.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             deadline = time.monotonic() + 240
