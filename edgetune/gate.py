@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.errors import BadInput
+from edgetune.latency import bootstrap_percentile, ratio_interval  # noqa: F401  (gate.bootstrap_percentile is tested)
 
 # Defaults chosen with benchmarks/gate/run.py (see benchmarks/results/gate.md).
 MAX_SECONDS = 12.0  # cap on interleaved measuring time per gate (warm-up excluded); after half of it, only a
@@ -65,39 +66,6 @@ class GateError(BadInput):
 
 
 # --- bootstrap ---------------------------------------------------------------------------------------------
-
-def bootstrap_percentile(samples, q: float, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """`resamples` draws of np.percentile(resample, q), a resample being len(samples) draws with replacement.
-
-    Drawn exactly, without materialising the resamples: a resample's k-th order statistic is
-    sorted[floor(n * U_k)] with U_k the k-th order statistic of n uniforms, U_k ~ Beta(k + 1, n - k) (0-based),
-    and the next one is U_k + (1 - U_k) * Beta(1, n - k - 1). np.percentile's linear interpolation between
-    those two is then applied as is. Same distribution as the brute-force bootstrap, at O(resamples) cost.
-    """
-    x = np.sort(np.asarray(samples, dtype=float))
-    n = len(x)
-    if n == 1:
-        return np.full(resamples, x[0])
-    h = (n - 1) * q / 100.0
-    k = min(int(math.floor(h)), n - 1)
-    frac = h - k
-    u_k = rng.beta(k + 1, n - k, resamples)
-    at = lambda u: x[np.minimum((u * n).astype(np.int64), n - 1)]  # noqa: E731
-    low = at(u_k)
-    if frac == 0 or k + 1 >= n:
-        return low
-    u_next = u_k + (1.0 - u_k) * rng.beta(1, n - k - 1, resamples)
-    return low + frac * (at(u_next) - low)
-
-
-def ratio_interval(base, cand, q: float, resamples: int, seed: int = 0) -> tuple[float, float, float]:
-    """(ratio, lo, hi): percentile q of `cand` over that of `base`, and its 95% bootstrap interval."""
-    rng = np.random.default_rng(seed)
-    ratio = float(np.percentile(cand, q) / np.percentile(base, q))
-    draws = bootstrap_percentile(cand, q, resamples, rng) / bootstrap_percentile(base, q, resamples, rng)
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return ratio, float(lo), float(hi)
-
 
 def ratio_interval_from_cis(base: float, base_ci, cand: float, cand_ci) -> tuple[float, float, float]:
     """Ratio interval from two recorded 95% intervals (no samples): normal on the log scale."""

@@ -112,7 +112,7 @@ def cold_start(bundle: Path, texts: list[str]) -> dict:
 def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Target) -> dict[str, float]:
     import onnxruntime as ort
 
-    from edgetune.gate import ratio_interval
+    from edgetune.latency import ratio_interval
 
     available = ort.get_available_providers()
     if target.remote is None and target.execution_provider not in available:
@@ -121,14 +121,14 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
             f"(it has {', '.join(available)}); bench it on a machine with that provider (e.g. onnxruntime-gpu "
             "and an NVIDIA GPU for CUDAExecutionProvider)"
         )
-    host = hostinfo.describe(target)
+    host = build_host = hostinfo.describe(target)
     mismatch = hostinfo.target_mismatch(target, host)
     if mismatch:
         log(mismatch, style="yellow")
     bundle = out_dir / "bundle"
     assemble_bundle(inputs["quantize"], bundle, recipe.data.max_length)
     # On a remote target the device times the shipped model; this host still compares the three models.
-    options = session_options(host["threads"])
+    options = session_options(build_host["threads"])
     providers = ["CPUExecutionProvider"] if target.remote else [target.execution_provider]
     tokenizer, session, labels = bundle_predict.load(bundle, options, providers)
     teacher_tokenizer = bundle_predict.load_tokenizer(
@@ -170,7 +170,8 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         child = {"cold_start_ms": on_device["cold_start_ms"], "peak_rss_mb": on_device["peak_rss_mb"]}
         log(f"on {on_device['remote']['address']}: p95 {shipped['p95']:.2f} ms "
             f"[{shipped['p95_ci'][0]:.2f}, {shipped['p95_ci'][1]:.2f}] over {shipped['runs']} runs")
-    teacher = read_manifest(inputs["teacher"])["metrics"]
+    teacher_manifest = read_manifest(inputs["teacher"])
+    teacher = teacher_manifest["metrics"]
     sizes = {"shipped": (bundle / "model.onnx").stat().st_size,
              "student_fp32": (inputs["export"] / "model.onnx").stat().st_size,
              "teacher_fp32": (inputs["baseline"] / "model.onnx").stat().st_size}
@@ -207,13 +208,13 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         # teacher fp32 p95 / shipped p95, with a 95% bootstrap interval: 4.0 means a quarter of the latency.
         "speedup_vs_teacher_p95": {"ratio": speedup, "ci": [lo, hi]},
         "test_examples": len(texts),
-        "test_set_sha256": read_manifest(inputs["teacher"])["material"]["files"]["test"],
+        "test_set_sha256": teacher_manifest["material"]["files"]["test"],
         "budgets": budgets(target, shipped["p95"], sizes["shipped"], scores["shipped"]["accuracy"]),
     }
     if on_device:
         report["remote"] = on_device["remote"]
         report["device_agreement"] = float(np.mean(np.array(on_device["predictions"]) == predictions["shipped"]))
-        report["comparison_note"] = f"comparison rows measured on the build host ({hostinfo.describe(target)['cpu']})"
+        report["comparison_note"] = f"comparison rows measured on the build host ({build_host['cpu']})"
     elif mismatch and target.peak_gflops.fp32 and target.memory_bandwidth_gbs:
         report["estimate"] = latency_estimate(bundle / "model.onnx", target, report)
     write_reports(report, out_dir, samples)
