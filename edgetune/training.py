@@ -108,11 +108,16 @@ def train(
     rng = random.Random(seed)
     device = device or torch.device("cpu")
     model.to(device)
+    if cfg.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(train_set.labels) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None and cfg.max_steps < total:
+        total = cfg.max_steps
+        log(f"{desc}: max_steps {total} stops training after {total / steps_per_epoch:.1f} of {cfg.epochs} epochs")
     warmup = int(total * cfg.warmup_ratio)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
@@ -123,13 +128,16 @@ def train(
         return (m["accuracy"], m["macro_f1"]), m
 
     best_key, best_metrics = score() if evaluate_start else ((-1.0, -1.0), {})
-    best_state, best_epoch, stale, epoch = copy.deepcopy(model.state_dict()), 0, 0, 0
+    best_state, best_epoch, stale, epoch, step = copy.deepcopy(model.state_dict()), 0, 0, 0, 0
     lengths = train_set.lengths()
     with progress() as bar:
         task = bar.add_task(desc, total=total)
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             for ids in length_grouped_batches(lengths, cfg.batch_size, rng):
+                if step == total:  # max_steps reached mid-epoch: validate what was trained so far
+                    break
+                step += 1
                 batch = to_torch(pad_batch([train_set.input_ids[i] for i in ids], pad_id), input_names, device)
                 labels = torch.tensor([train_set.labels[i] for i in ids], device=device)
                 with autocast(device):
@@ -148,6 +156,8 @@ def train(
             else:
                 stale += 1
             log(f"{desc} epoch {epoch}: validation accuracy {metrics['accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f}")
+            if step == total:
+                break
             if stale >= cfg.patience:
                 log(f"{desc}: early stop after epoch {epoch} (no improvement for {cfg.patience} epochs)")
                 break
