@@ -82,6 +82,7 @@ def cross_entropy(model, batch, labels, ids):
 class TrainResult:
     best_epoch: int  # 0: training never beat the starting point
     epochs_run: int
+    steps: int  # optimizer steps taken
     validation: dict[str, float]
 
 
@@ -162,4 +163,4 @@ def train(
                 log(f"{desc}: early stop after epoch {epoch} (no improvement for {cfg.patience} epochs)")
                 break
     model.load_state_dict(best_state)
-    return TrainResult(best_epoch=best_epoch, epochs_run=epoch, validation=best_metrics)
+    return TrainResult(best_epoch=best_epoch, epochs_run=epoch, steps=step, validation=best_metrics)

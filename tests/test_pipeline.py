@@ -264,3 +264,13 @@ def test_bundle_predict_without_text_prints_usage(base_build, no_torch_env):
                             env=no_torch_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "python predict.py" in result.stderr
+
+
+def test_cold_start_takes_a_test_split_larger_than_an_argument_list(base_build):
+    """Banking77's 3080 test texts overflowed argv (128 KiB per argument on Linux); they go over stdin."""
+    from edgetune.stages.bench import cold_start
+
+    texts = [f"how long does a card transfer number {i} take to arrive from abroad" for i in range(4000)]
+    assert len(" ".join(texts).encode()) > 128 * 1024
+    result = cold_start(base_build.out / "rpi5" / "bundle", texts)
+    assert result["cold_start_ms"] > 0 and result["peak_rss_mb"] > 0

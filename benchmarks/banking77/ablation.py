@@ -1,10 +1,10 @@
 """Banking77 ablation: what each training stage buys, from two real builds.
 
-    python benchmarks/banking77/ablation.py --out /tmp/b77-out
+    python benchmarks/banking77/ablation.py --out /tmp/b77-out [--data ../shared/data/banking77]
 
-runs (or reuses, through the cache) two builds of benchmarks/banking77/recipe.yaml for x86-avx2 in OUT:
-the recipe as is (distilled student, then LoRA) and with distill.alpha=0 (the same student trained on
-hard labels only), then writes benchmarks/results/banking77.{md,json}. Accuracy and macro-F1 are on the
+runs (or reuses, through the cache) two builds of the default recipe on Banking77 for x86-avx2 in OUT:
+`edgetune build --target x86-avx2 --data DATA` as is (distilled student, then LoRA) and with
+distill.alpha=0 (the same student trained on hard labels only), then writes benchmarks/results/banking77.{md,json}. Accuracy and macro-F1 are on the
 3080-text test split; p95s come from each build's bench, where teacher, fp32 student and shipped model
 are timed interleaved in one run (hard-label, distilled and distilled + LoRA students share one
 architecture, LoRA being merged, so their fp32 p95 is the fp32 student's).
@@ -19,13 +19,13 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPE = REPO / "benchmarks" / "banking77" / "recipe.yaml"
+DATA = REPO.parent / "shared" / "data" / "banking77"
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def build(out: Path, *overrides: str) -> dict:
+def build(out: Path, data: Path, *overrides: str) -> dict:
     """Build into `out` (both builds share its cache, so the teacher trains once) and read the results."""
-    args = [sys.executable, "-m", "edgetune", "build", "--target", "x86-avx2", "--recipe", str(RECIPE), "--out", str(out)]
+    args = [sys.executable, "-m", "edgetune", "build", "--target", "x86-avx2", "--data", str(data), "--out", str(out)]
     for o in overrides:
         args += ["--set", o]
     subprocess.run(args, check=True)
@@ -54,9 +54,10 @@ def row(name: str, metrics: dict, p95: float, p95_ci, layers: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/b77-out"))
+    parser.add_argument("--data", type=Path, default=DATA, help="the Banking77 folder (train.csv, test.csv)")
     args = parser.parse_args()
-    distilled = build(args.out)
-    hard = build(args.out, "distill.alpha=0")
+    distilled = build(args.out, args.data)
+    hard = build(args.out, args.data, "distill.alpha=0")
     report = distilled["report"]
     comp, hard_comp = report["comparison"], hard["report"]["comparison"]
     test = lambda m: {"accuracy": m["metrics"]["test_accuracy"], "macro_f1": m["metrics"]["test_macro_f1"]}  # noqa: E731
