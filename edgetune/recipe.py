@@ -55,6 +55,7 @@ class DistillConfig(TrainingConfig):
     hidden_layer_map: tuple[int, ...] | None = None  # teacher layer matched by each student layer; default: `layers`
     hidden_projection: bool = True  # learn a linear map when student and teacher widths differ
     transfer: str | None = None  # CSV with a `text` column: unlabeled text the teacher labels softly
+    augment: int = 0  # perturbed copies of each training text, soft-labelled by the teacher (edgetune/augment.py)
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,8 @@ def _check_values(recipe: Recipe) -> None:
     if not 0.0 <= recipe.distill.alpha <= 1.0:
         raise BadInput(f"{src}: distill.alpha = {recipe.distill.alpha} must be within [0, 1]")
     d = recipe.distill
+    if d.augment < 0:
+        raise BadInput(f"{src}: distill.augment = {d.augment} must be >= 0 (perturbed copies per training text)")
     if d.hidden_weight < 0:
         raise BadInput(f"{src}: distill.hidden_weight must be >= 0")
     map_length = len(d.hidden_layer_map or d.layers)

@@ -97,6 +97,7 @@ def test_wrong_value_type_names_the_key(built):
         ("distill.layers=[]", ("distill.layers is empty",)),
         ("teacher.epochs=0", ("teacher.epochs",)),
         ("distill.max_steps=0", ("distill.max_steps = 0", ">= 1")),
+        ("distill.augment=-1", ("distill.augment = -1", ">= 0")),
         ("export.atol=0", ("export.atol must be > 0",)),
     ],
 )

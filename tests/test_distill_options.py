@@ -29,6 +29,29 @@ def test_hidden_state_loss_and_transfer_text_build(make_recipe, tmp_path):
     assert distill_metrics(tmp_path / "out")["transfer_texts"] == 128
 
 
+def test_augmented_copies_join_the_transfer_text(make_recipe, tmp_path):
+    recipe = make_recipe({"distill.augment": 2, "distill.transfer": str(CALIBRATION), "distill.epochs": 1})
+    result = build(recipe, tmp_path / "out", command="distill")
+    assert result.exit_code == 0, result.output
+    augmented = distill_metrics(tmp_path / "out")["transfer_texts"] - 128
+    assert_mentions(result.output, f"augment: {augmented} perturbed copies")
+    assert 360 < augmented <= 2 * 360  # 360 training texts; copies equal to their source are dropped
+
+
+def test_augmented_texts_are_perturbed_copies_and_repeatable():
+    from edgetune.augment import augment_texts
+
+    texts = ["turn off the kitchen lights please", "set a timer for ten minutes", "what is the weather tomorrow"]
+    first = augment_texts(texts, 5, "[MASK]", seed=0)
+    assert first == augment_texts(texts, 5, "[MASK]", seed=0)
+    assert first != augment_texts(texts, 5, "[MASK]", seed=1)
+    vocabulary = {w for t in texts for w in t.split()} | {"[MASK]"}
+    assert all(set(a.split()) <= vocabulary for a in first)
+    assert not set(first) & set(texts)
+    assert any("[MASK]" in a for a in first)
+    assert 0 < len(first) <= 15
+
+
 def test_pretrained_student_with_another_tokenizer_distills_on_logits(make_recipe, other_tokenizer_student, tmp_path):
     recipe = make_recipe({"distill.student": str(other_tokenizer_student)})
     result = build(recipe, tmp_path / "out", command="export")

@@ -8,7 +8,8 @@ pretrained model (`distill.student`, any tokenizer: teacher and student each tok
 logit distillation works across vocabularies). Loss per batch:
     alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * CE(student, label)
     + hidden_weight * mean over mapped layers of MSE(proj(student_hidden), teacher_hidden)
-Transfer texts have no label: they get the KL term (and hidden MSE) only.
+Transfer texts and augmented copies of the training texts (`distill.augment`) have no label: they get the KL
+term (and hidden MSE) only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
+from edgetune.augment import augment_texts
 from edgetune.console import log
 from edgetune.data import encode, load_dataset, read_calibration_texts
 from edgetune.errors import BadInput
@@ -144,13 +146,20 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     teacher_pad, names_t = teacher_tokenizer.pad_token_id, input_names_of(teacher_tokenizer)
     texts, labels = list(data.train.texts), list(data.train.labels)
     soft = np.load(inputs["teacher"] / "train_logits.npy")
+    extra: list[str] = []
     if cfg.transfer:
-        extra = read_calibration_texts(Path(cfg.transfer))
+        extra += read_calibration_texts(Path(cfg.transfer))
+        log(f"transfer: {len(extra)} unlabeled texts from {cfg.transfer}, soft-labelled by the teacher")
+    if cfg.augment:
+        augmented = augment_texts(texts, cfg.augment, teacher_tokenizer.mask_token or teacher_tokenizer.unk_token,
+                                  recipe.seed)
+        extra += augmented
+        log(f"augment: {len(augmented)} perturbed copies of the training texts, soft-labelled by the teacher")
+    if extra:
         teacher.to(device)
         extra_enc = encode(teacher_tokenizer, extra, [NO_LABEL] * len(extra), recipe.data.max_length)
         soft = np.concatenate([soft, predict_logits(teacher, extra_enc, teacher_pad, names_t)])
         texts, labels = texts + extra, labels + [NO_LABEL] * len(extra)
-        log(f"transfer: {len(extra)} unlabeled texts from {cfg.transfer}, soft-labelled by the teacher")
     if cfg.hidden_weight > 0:
         teacher.to(device).requires_grad_(False)
     else:
