@@ -13,10 +13,13 @@ architecture, LoRA being merged, so their fp32 p95 is the fp32 student's).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data" / "banking77"
@@ -32,11 +35,12 @@ def build(out: Path, data: Path, *overrides: str) -> dict:
     report = json.loads((out / "x86-avx2" / "report.json").read_text())
     bundle_manifest = json.loads((out / "x86-avx2" / "bundle" / "manifest.json").read_text())
     upstream = bundle_manifest["material"]["upstream"]
-    manifests = {}
+    manifests, folders = {}, {}
     for stage in ("teacher", "distill", "tune", "export", "quantize"):
         key = upstream.get(stage) or _key_of(out, stage, bundle_manifest)
-        manifests[stage] = json.loads(next((out / "cache").glob(f"{stage}-{key[:16]}")).joinpath("manifest.json").read_text())
-    return {"report": report, "manifests": manifests}
+        folders[stage] = next((out / "cache").glob(f"{stage}-{key[:16]}"))
+        manifests[stage] = json.loads(folders[stage].joinpath("manifest.json").read_text())
+    return {"report": report, "manifests": manifests, "folders": folders}
 
 
 def _key_of(out: Path, stage: str, bundle_manifest: dict) -> str:
@@ -44,6 +48,33 @@ def _key_of(out: Path, stage: str, bundle_manifest: dict) -> str:
     export_key = bundle_manifest["material"]["upstream"]["export"]
     export = json.loads(next((out / "cache").glob(f"export-{export_key[:16]}")).joinpath("manifest.json").read_text())
     return export["material"]["upstream"][stage]
+
+
+def test_correct(export_dir: Path, data: Path, max_length: int) -> np.ndarray:
+    """1 where the export's fp32 ONNX model classifies a test text right, else 0 (the bundle's tokenizer path)."""
+    import onnxruntime as ort
+
+    from edgetune import bundle_predict
+    from edgetune.stages.bench import preprocess_settings
+
+    with open(data / "test.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = json.loads((export_dir / "labels.json").read_text())
+    tokenizer = bundle_predict.load_tokenizer(export_dir, preprocess_settings(export_dir, max_length))
+    session = ort.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    texts = [r["text"] for r in rows]
+    predicted = np.concatenate([session.run(None, bundle_predict.encode(texts[i : i + 64], tokenizer, session))[0]
+                                .argmax(-1) for i in range(0, len(texts), 64)])
+    return (predicted == np.array([labels.index(r["label"]) for r in rows])).astype(float)
+
+
+def paired_gain(a: np.ndarray, b: np.ndarray, resamples: int = 10000) -> dict:
+    """Accuracy of a minus b on the same texts, with a 95% bootstrap interval over texts."""
+    rng = np.random.default_rng(0)
+    diff = a - b
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
+    return {"gain": float(diff.mean()), "ci": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+            "only_a_right": int((diff > 0).sum()), "only_b_right": int((diff < 0).sum())}
 
 
 def row(name: str, metrics: dict, p95: float, p95_ci, layers: int) -> dict:
@@ -62,12 +93,16 @@ def main() -> None:
     comp, hard_comp = report["comparison"], hard["report"]["comparison"]
     test = lambda m: {"accuracy": m["metrics"]["test_accuracy"], "macro_f1": m["metrics"]["test_macro_f1"]}  # noqa: E731
     layers = report["student"]["layers"]
+    kd = distilled["manifests"]["distill"]["material"]["config"]["distill"]
+    max_length = distilled["manifests"]["export"]["material"]["config"]["data"]["max_length"]
+    gain = paired_gain(test_correct(distilled["folders"]["export"], args.data, max_length),
+                       test_correct(hard["folders"]["export"], args.data, max_length))
     rows = [
         row("teacher all-MiniLM-L6-v2, fine-tuned (fp32 ONNX)", comp["teacher_fp32"], comp["teacher_fp32"]["p95"],
             comp["teacher_fp32"]["p95_ci"], report["teacher"]["layers"]),
         row("student, hard labels only (distill.alpha=0)", test(hard["manifests"]["distill"]),
             hard_comp["student_fp32"]["p95"], hard_comp["student_fp32"]["p95_ci"], layers),
-        row("student, distilled (KL T=4, alpha 0.7 + CE)", test(distilled["manifests"]["distill"]),
+        row(f"student, distilled (KL T={kd['temperature']:g}, alpha {kd['alpha']:g} + CE)", test(distilled["manifests"]["distill"]),
             comp["student_fp32"]["p95"], comp["student_fp32"]["p95_ci"], layers),
         row("student, distilled + LoRA (fp32 ONNX)", comp["student_fp32"], comp["student_fp32"]["p95"],
             comp["student_fp32"]["p95_ci"], layers),
@@ -80,7 +115,8 @@ def main() -> None:
     seconds = {s: m["seconds"] for s, m in distilled["manifests"].items()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "banking77.json").write_text(json.dumps({"host": host, "rows": rows, "stage_seconds": seconds,
-                                                         "speedup_vs_teacher_p95": report["speedup_vs_teacher_p95"]}, indent=2))
+                                                         "speedup_vs_teacher_p95": report["speedup_vs_teacher_p95"],
+                                                         "distilled_minus_hard_label_fp32": gain}, indent=2))
     teacher_acc = comp["teacher_fp32"]["accuracy"]
     lines = [
         "# Banking77: what each stage buys",
@@ -95,6 +131,10 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['layers']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
                      f"{100 * r['accuracy'] / teacher_acc:.1f}% | {r['p95_ms']:.2f} ({r['p95_ci'][0]:.2f}–{r['p95_ci'][1]:.2f}) |")
     s = report["speedup_vs_teacher_p95"]
+    lines += ["", f"Distilled minus hard-label student (both + LoRA, fp32 ONNX), paired on the same test texts: "
+              f"{100 * gain['gain']:+.2f} points (95% bootstrap CI {100 * gain['ci'][0]:+.2f} to {100 * gain['ci'][1]:+.2f}); "
+              f"{gain['only_a_right']} texts only the distilled student gets right, {gain['only_b_right']} only the "
+              "hard-label one."]
     lines += ["", f"Shipped p95 vs the fp32 teacher's, same run: {s['ratio']:.1f}x faster (95% CI {s['ci'][0]:.1f}–{s['ci'][1]:.1f}).",
               "", "Stage wall times of the distilled build (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()), ""]
     (RESULTS / "banking77.md").write_text("\n".join(lines))
