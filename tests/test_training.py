@@ -25,12 +25,12 @@ def tiny_model_and_sets(tiny_teacher):
     return model, tokenizer, encoded
 
 
-def run(tiny_teacher, **config):
+def run(tiny_teacher, seed: int = 0, **config):
     model, tokenizer, encoded = tiny_model_and_sets(tiny_teacher)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = dataclasses.replace(TrainingConfig(batch_size=4, learning_rate=1e-2, patience=100), **config)
     result = train(model, encoded, encoded, cfg, cross_entropy, pad_id=tokenizer.pad_token_id,
-                   input_names=input_names_of(tokenizer), num_labels=4, seed=0, desc="test")
+                   input_names=input_names_of(tokenizer), num_labels=4, seed=seed, desc="test")
     return result, before, model.state_dict()
 
 
@@ -56,3 +56,11 @@ def test_word_embeddings_stay_fixed_unless_asked_to_train(tiny_teacher):
                            after["bert.encoder.layer.0.attention.self.query.weight"])
     _, before, after = run(tiny_teacher, epochs=1, freeze_word_embeddings=False)
     assert not torch.equal(before[name], after[name])
+
+
+def test_cpu_training_repeats_exactly_under_a_seed(tiny_teacher):
+    _, _, first = run(tiny_teacher, epochs=2)
+    _, _, again = run(tiny_teacher, epochs=2)
+    _, _, other = run(tiny_teacher, seed=1, epochs=2)  # another batch order
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)

@@ -202,7 +202,7 @@ def markdown(result: dict) -> str:
     ]
     for name, s in result["scenarios"].items():
         t = s["true_ratio"]
-        fmt = lambda k: f"{t[k]['ratio']:.3f} [{t[k]['interval'][0]:.3f}, {t[k]['interval'][1]:.3f}]"  # noqa: E731
+        fmt = lambda k, t=t: f"{t[k]['ratio']:.3f} [{t[k]['interval'][0]:.3f}, {t[k]['interval'][1]:.3f}]"  # noqa: E731
         g = s["summary"]
         lines.append(
             f"| {name}: {s['what']} | {fmt('median latency')} | {fmt('p95 latency')} | {g['gates']} | "
