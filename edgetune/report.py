@@ -98,6 +98,7 @@ def markdown(report: dict) -> str:
         f"The shipped model's p95 is {speedup['ratio']:.1f}x faster than the fp32 teacher's "
         f"(95% CI {speedup['ci'][0]:.1f}–{speedup['ci'][1]:.1f}), all three measured interleaved in one run.",
         "",
+        *_int4_lines(report),
         "![accuracy vs latency](tradeoff.png)",
         "",
         f"Latency (batch {lat['batch_size']}, real test lengths {lat['sequence_length']['min']}–"
@@ -120,6 +121,20 @@ def markdown(report: dict) -> str:
         lines += [f"- {k}: {report['per_class_f1'][k]:.3f} (fp32 {fp32['per_class_f1'][k]:.3f})" for d, k in drops]
         lines.append("")
     return "\n".join(lines)
+
+
+def _int4_lines(report: dict) -> list[str]:
+    c = report.get("int4_vs_int8_p95")
+    if not c:
+        return []
+    lo, hi = c["ci"]
+    speed = "slower than" if lo > 1 else "faster than" if hi < 1 else "not clearly different from"
+    smaller = report["size_bytes"] < c["int8_size_bytes"]
+    why = ("int4 is chosen for size, not speed" if smaller and lo > 1 else
+           "int4 is smaller" if smaller else "int4 is not smaller than int8 for this model: int8 is the better choice")
+    return [f"int4 on this host: p95 {c['ratio']:.2f}x that of int8 dynamic (95% CI {lo:.2f}–{hi:.2f}; int8 "
+            f"{c['int8_p95']:.2f} ms, accuracy {c['int8_accuracy']:.4f}, {c['int8_size_bytes'] / 1e6:.1f} MB), so "
+            f"{speed} int8 here; {why}.", ""]
 
 
 def _model_row(name: str, c: dict, report: dict) -> str:

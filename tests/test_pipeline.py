@@ -274,3 +274,17 @@ def test_cold_start_takes_a_test_split_larger_than_an_argument_list(base_build):
     assert len(" ".join(texts).encode()) > 128 * 1024
     result = cold_start(base_build.out / "rpi5" / "bundle", texts)
     assert result["cold_start_ms"] > 0 and result["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize(("int4_mb", "ci", "says"), [
+    (10.5, [1.6, 1.8], "slower than int8 here; int4 is chosen for size, not speed"),
+    (10.5, [0.9, 1.1], "not clearly different from int8 here; int4 is smaller"),
+    (20.0, [1.6, 1.8], "int4 is not smaller than int8 for this model: int8 is the better choice"),
+])
+def test_report_says_what_int4_costs_against_int8(report, int4_mb, ci, says):
+    from edgetune.report import markdown
+
+    versus = {"ratio": sum(ci) / 2, "ci": ci, "int8_p95": 1.0, "int8_size_bytes": 15.7e6, "int8_accuracy": 0.9}
+    text = markdown(report | {"size_bytes": int4_mb * 1e6, "int4_vs_int8_p95": versus})
+    assert says in text
+    assert "int4 on this host" not in markdown(report)  # int8 builds carry no such line

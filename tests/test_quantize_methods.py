@@ -61,6 +61,12 @@ def test_int4_algorithm_builds_runs_and_says_what_it_did(built, algorithm):
     assert (summary["calibration"] is not None) == (algorithm == "gptq")
     report = json.loads((built.out / "rpi5" / "report.json").read_text())
     assert 0.0 <= report["accuracy"] <= 1.0 and report["cold_start_ms"] > 0  # the bundle's predict.py ran
+    # int4 is timed beside the int8 dynamic model of the same export, and the report says which is faster here.
+    versus = report["int4_vs_int8_p95"]
+    assert versus["ratio"] > 0 and versus["ci"][0] <= versus["ratio"] <= versus["ci"][1]
+    assert versus["int8_size_bytes"] == summary["int8_reference_size_bytes"]
+    assert "that of int8 dynamic (95% CI" in (built.out / "rpi5" / "report.md").read_text()
+    assert "int8_reference.onnx" not in {p.name for p in (built.out / "rpi5" / "bundle").iterdir()}
 
 
 def test_int4_accuracy_level_is_written_into_every_matmulnbits(built):

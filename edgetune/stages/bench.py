@@ -27,6 +27,7 @@ from edgetune.latency import measure_interleaved
 from edgetune.metrics import classification_scores, per_class_f1
 from edgetune.recipe import Recipe
 from edgetune.report import write_reports
+from edgetune.stages.quantize import INT8_REFERENCE
 from edgetune.targets import Target
 
 BUNDLE_FILES = ("model.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
@@ -102,6 +103,10 @@ def latency_feeds(texts, tokenizer, session, batch_size: int, length: int | None
     return feeds
 
 
+def sizes_mb(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB"
+
+
 def cold_start(bundle: Path, texts: list[str]) -> dict:
     result = subprocess.run([sys.executable, "-c", COLD_START, str(bundle), texts[0]], input=json.dumps(texts),
                             capture_output=True, text=True, timeout=600)
@@ -141,6 +146,9 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         "teacher_fp32": (teacher_tokenizer,
                          ort.InferenceSession(str(inputs["baseline"] / "model.onnx"), options, providers=providers)),
     }
+    int8_reference = inputs["quantize"] / INT8_REFERENCE  # written beside an int4 model
+    if int8_reference.exists():
+        models["int8_dynamic"] = (tokenizer, ort.InferenceSession(str(int8_reference), options, providers=providers))
     data = load_dataset(recipe.data, recipe.seed)
     texts, truth, n = list(data.test.texts), np.array(data.test.labels), len(labels)
     predictions = {name: predict_all(texts, tok, sess) for name, (tok, sess) in models.items()}
@@ -155,11 +163,19 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     runners = {name: (lambda feed, sess=sess: sess.run(None, feed), feeds[name]) for name, (_, sess) in models.items()}
     latency = measure_interleaved(runners, recipe.bench, desc="benchmarking shipped / fp32 student / teacher")
     timing = {name: lat.summary() for name, lat in latency.items()}
-    speedup, lo, hi = ratio_interval(latency["shipped"].samples_ms, latency["teacher_fp32"].samples_ms, 95, 4000)
+    speedup, speedup_lo, speedup_hi = ratio_interval(latency["shipped"].samples_ms, latency["teacher_fp32"].samples_ms, 95, 4000)
     shipped = timing["shipped"]
     log(f"p95 {shipped['p95']:.2f} ms [{shipped['p95_ci'][0]:.2f}, {shipped['p95_ci'][1]:.2f}] over {shipped['runs']} runs "
         f"({shipped['stopped_because']}); teacher fp32 p95 {timing['teacher_fp32']['p95']:.2f} ms: "
-        f"{speedup:.1f}x faster [{lo:.1f}, {hi:.1f}]")
+        f"{speedup:.1f}x faster [{speedup_lo:.1f}, {speedup_hi:.1f}]")
+    int4_vs_int8 = None
+    if "int8_dynamic" in latency:
+        ratio, lo, hi = ratio_interval(latency["int8_dynamic"].samples_ms, latency["shipped"].samples_ms, 95, 4000)
+        int4_vs_int8 = {"ratio": ratio, "ci": [lo, hi], "int8_p95": timing["int8_dynamic"]["p95"],
+                        "int8_size_bytes": int8_reference.stat().st_size, "int8_accuracy": scores["int8_dynamic"]["accuracy"]}
+        log(f"int4 p95 / int8 dynamic p95 on this host: {ratio:.2f} [{lo:.2f}, {hi:.2f}] "
+            f"({'slower' if lo > 1 else 'faster' if hi < 1 else 'no clear difference'}); size "
+            f"{sizes_mb(bundle / 'model.onnx')} vs {sizes_mb(int8_reference)}")
     child = cold_start(bundle, texts)
     on_device = None
     if target.remote is not None:
@@ -207,7 +223,9 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         "student": {"layers": int(read_manifest(inputs["distill"])["metrics"]["layers"])},
         "comparison": comparison,
         # teacher fp32 p95 / shipped p95, with a 95% bootstrap interval: 4.0 means a quarter of the latency.
-        "speedup_vs_teacher_p95": {"ratio": speedup, "ci": [lo, hi]},
+        "speedup_vs_teacher_p95": {"ratio": speedup, "ci": [speedup_lo, speedup_hi]},
+        # int4 builds only: shipped p95 / int8 dynamic p95 of the same model, timed in the same run.
+        "int4_vs_int8_p95": int4_vs_int8,
         "test_examples": len(texts),
         "test_set_sha256": teacher_manifest["material"]["files"]["test"],
         "budgets": budgets(target, shipped["p95"], sizes["shipped"], scores["shipped"]["accuracy"]),
