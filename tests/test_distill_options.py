@@ -33,7 +33,7 @@ def test_augmented_copies_join_the_transfer_text(make_recipe, tmp_path):
     recipe = make_recipe({"distill.augment": 2, "distill.transfer": str(CALIBRATION), "distill.epochs": 1})
     result = build(recipe, tmp_path / "out", command="distill")
     assert result.exit_code == 0, result.output
-    augmented = distill_metrics(tmp_path / "out")["transfer_texts"] - 128
+    augmented = int(distill_metrics(tmp_path / "out")["transfer_texts"]) - 128
     assert_mentions(result.output, f"augment: {augmented} perturbed copies")
     assert 360 < augmented <= 2 * 360  # 360 training texts; copies equal to their source are dropped
 

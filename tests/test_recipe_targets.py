@@ -40,7 +40,7 @@ def test_set_parses_numbers_lists_and_strings():
     assert recipe.bench.max_seconds == 2.0 and isinstance(recipe.bench.max_seconds, float)
     assert recipe.quantize.optimize is False
     assert recipe.tune.target_modules == ("query", "key")
-    assert recipe.distill.temperature == 4.0  # untouched keys keep the file's values
+    assert recipe.distill.temperature == 2.0  # untouched keys keep the file's values
 
 
 def test_set_value_containing_equals_sign_keeps_the_rest():
@@ -140,7 +140,7 @@ ALL = {"teacher", "distill", "tune", "export", "quantize", "baseline", "bench"}
     [
         ("teacher.epochs=3", ALL),
         ("seed=1", ALL),
-        ("distill.temperature=2.0", {"distill", "tune", "export", "quantize", "bench"}),
+        ("distill.temperature=3.0", {"distill", "tune", "export", "quantize", "bench"}),
         ("tune.r=4", {"tune", "export", "quantize", "bench"}),
         # The baseline (the teacher as ONNX) is exported with the export settings too.
         ("export.opset=18", {"export", "quantize", "baseline", "bench"}),
