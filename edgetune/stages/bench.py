@@ -103,7 +103,7 @@ def latency_feeds(texts, tokenizer, session, batch_size: int, length: int | None
     return feeds
 
 
-def sizes_mb(path: Path) -> str:
+def megabytes(path: Path) -> str:
     return f"{path.stat().st_size / 1e6:.1f} MB"
 
 
@@ -175,7 +175,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
                         "int8_size_bytes": int8_reference.stat().st_size, "int8_accuracy": scores["int8_dynamic"]["accuracy"]}
         log(f"int4 p95 / int8 dynamic p95 on this host: {ratio:.2f} [{lo:.2f}, {hi:.2f}] "
             f"({'slower' if lo > 1 else 'faster' if hi < 1 else 'no clear difference'}); size "
-            f"{sizes_mb(bundle / 'model.onnx')} vs {sizes_mb(int8_reference)}")
+            f"{megabytes(bundle / 'model.onnx')} vs {megabytes(int8_reference)}")
     child = cold_start(bundle, texts)
     on_device = None
     if target.remote is not None:
