@@ -52,6 +52,11 @@ def ratio_interval(base, cand, q: float, resamples: int, seed: int = 0) -> tuple
     return ratio, float(lo), float(hi)
 
 
+def speed_verdict(lo: float, hi: float) -> str:
+    """How a candidate/base latency ratio's 95% interval reads: the candidate is slower, faster, or neither."""
+    return "slower" if lo > 1 else "faster" if hi < 1 else "no clear difference"
+
+
 @dataclass
 class Latency:
     samples_ms: list[float]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.artifacts import write_json
+from edgetune.latency import speed_verdict
 
 
 def _pyplot():
@@ -128,9 +129,10 @@ def _int4_lines(report: dict) -> list[str]:
     if not c:
         return []
     lo, hi = c["ci"]
-    speed = "slower than" if lo > 1 else "faster than" if hi < 1 else "not clearly different from"
+    verdict = speed_verdict(lo, hi)
+    speed = {"slower": "slower than", "faster": "faster than"}.get(verdict, "not clearly different from")
     smaller = report["size_bytes"] < c["int8_size_bytes"]
-    why = ("int4 is chosen for size, not speed" if smaller and lo > 1 else
+    why = ("int4 is chosen for size, not speed" if smaller and verdict == "slower" else
            "int4 is smaller" if smaller else "int4 is not smaller than int8 for this model: int8 is the better choice")
     return [f"int4 on this host: p95 {c['ratio']:.2f}x that of int8 dynamic (95% CI {lo:.2f}–{hi:.2f}; int8 "
             f"{c['int8_p95']:.2f} ms, accuracy {c['int8_accuracy']:.4f}, {c['int8_size_bytes'] / 1e6:.1f} MB), so "

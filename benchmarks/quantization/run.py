@@ -47,7 +47,7 @@ RESULTS = REPO / "benchmarks" / "results"
 from edgetune import bundle_predict
 from edgetune.console import quiet_libraries
 from edgetune.host import cpu_model_and_flags
-from edgetune.latency import percentile_ci
+from edgetune.latency import percentile_ci, speed_verdict
 from edgetune.metrics import classification_scores
 from edgetune.recipe import load_recipe
 from edgetune.stages import quantize as stage
@@ -256,11 +256,7 @@ def measure(variants: list[Variant], texts: list[str], truth: np.ndarray, labels
 
 def verdict(ratio: list[float]) -> str:
     value, lo, hi = ratio
-    if lo > 1:
-        return f"slower ({value:.2f}x, 95% CI [{lo:.2f}, {hi:.2f}])"
-    if hi < 1:
-        return f"faster ({value:.2f}x, 95% CI [{lo:.2f}, {hi:.2f}])"
-    return f"no clear difference ({value:.2f}x, 95% CI [{lo:.2f}, {hi:.2f}])"
+    return f"{speed_verdict(lo, hi)} ({value:.2f}x, 95% CI [{lo:.2f}, {hi:.2f}])"
 
 
 def render(runs: dict) -> str:

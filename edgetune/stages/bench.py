@@ -118,7 +118,7 @@ def cold_start(bundle: Path, texts: list[str]) -> dict:
 def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Target) -> dict[str, float]:
     import onnxruntime as ort
 
-    from edgetune.latency import ratio_interval
+    from edgetune.latency import ratio_interval, speed_verdict
 
     available = ort.get_available_providers()
     if target.remote is None and target.execution_provider not in available:
@@ -174,7 +174,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         int4_vs_int8 = {"ratio": ratio, "ci": [lo, hi], "int8_p95": timing["int8_dynamic"]["p95"],
                         "int8_size_bytes": int8_reference.stat().st_size, "int8_accuracy": scores["int8_dynamic"]["accuracy"]}
         log(f"int4 p95 / int8 dynamic p95 on this host: {ratio:.2f} [{lo:.2f}, {hi:.2f}] "
-            f"({'slower' if lo > 1 else 'faster' if hi < 1 else 'no clear difference'}); size "
+            f"({speed_verdict(lo, hi)}); size "
             f"{megabytes(bundle / 'model.onnx')} vs {megabytes(int8_reference)}")
     child = cold_start(bundle, texts)
     on_device = None
