@@ -10,8 +10,20 @@ import shutil
 import time
 from pathlib import Path
 
+from edgetune.errors import BadInput
+
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".tmp-"
+
+
+def require_bundle(bundle: Path, target_name: str, texts: list[str], use: str) -> Path:
+    """What running a bundle anywhere needs: its model.onnx, and texts to feed it. BadInput otherwise."""
+    bundle = Path(bundle)
+    if not (bundle / "model.onnx").is_file():
+        raise BadInput(f"{bundle}: no bundle (model.onnx missing); build it first: edgetune build --target {target_name}")
+    if not texts:
+        raise BadInput(f"{use} needs at least one text to run the bundle on")
+    return bundle
 
 
 def file_sha256(path: Path) -> str:

@@ -265,11 +265,7 @@ def verify_bundle(bundle: Path, target: Target, texts: list[str], truth: list[in
                   *, texts_source: str = "") -> dict:
     """Run `bundle` here and under aarch64 emulation of `target` on `texts`; the verify.json content."""
     check_arch(target)
-    bundle = Path(bundle)
-    if not (bundle / "model.onnx").is_file():
-        raise BadInput(f"{bundle}: no bundle (model.onnx missing); build it first: edgetune build --target {target.name}")
-    if not texts:
-        raise BadInput("verify needs at least one text")
+    bundle = artifacts.require_bundle(bundle, target.name, texts, "verify")
     require_tools()
     labels = json.loads((bundle / "labels.json").read_text())
     settings = {"threads": 1, "batch_size": 16, "provider": "CPUExecutionProvider"}  # identical feeds on both sides

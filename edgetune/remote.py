@@ -25,6 +25,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from edgetune.artifacts import require_bundle
 from edgetune.errors import BadInput, StageFailed
 from edgetune.targets import Remote, Target
 
@@ -90,11 +91,7 @@ def remote_bench(bundle_dir: Path, target: Target, settings, texts: list[str], *
         raise BadInput(f"target {target.name} has no remote: add `remote: {{host: ..., user: ...}}` to "
                        f"{target.source or 'its profile'} or pass --remote user@host[:port]")
     check_local_files(remote)
-    bundle_dir = Path(bundle_dir)
-    if not (bundle_dir / "model.onnx").is_file():
-        raise BadInput(f"{bundle_dir}: no model.onnx; build the bundle first (edgetune build --target {target.name})")
-    if not texts:
-        raise BadInput("remote bench needs at least one test text to replay")
+    bundle_dir = require_bundle(bundle_dir, target.name, texts, "remote bench")
     started = time.perf_counter()
     script = SCRIPT.read_bytes()
     params = bench_settings(target, settings, seed=seed)
