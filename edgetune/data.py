@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import random
@@ -128,6 +129,50 @@ class Encoded:
 
     def lengths(self) -> list[int]:
         return [len(ids) for ids in self.input_ids]
+
+
+# data.max_length: auto keeps this share of the training texts' tokens; the rest (the long tail) is truncated.
+AUTO_TOKEN_COVERAGE = 0.99
+
+
+def token_counts(tokenizer, texts) -> list[int]:
+    """Untruncated token counts (special tokens included) under a transformers or a `tokenizers` tokenizer."""
+    if hasattr(tokenizer, "encode_batch"):  # tokenizers.Tokenizer, as the bundle and bench load it
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return [len(e.ids) for e in tokenizer.encode_batch(list(texts))]
+    return [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
+
+
+@dataclass(frozen=True)
+class LengthChoice:
+    tokens: int
+    token_share: float  # share of all training tokens within the length
+    text_share: float  # share of training texts that fit whole
+    auto: bool
+
+    def describe(self) -> str:
+        how = "data.max_length auto" if self.auto else "data.max_length"
+        return (f"{how}: {self.tokens} tokens (keeps {self.token_share:.1%} of the training tokens; "
+                f"{self.text_share:.1%} of training texts fit whole)")
+
+
+def sequence_length(cfg: DataConfig, tokenizer, train_texts) -> LengthChoice:
+    """The truncation length for this tokenizer: the recipe's number, or the auto choice on the training texts."""
+    import numpy as np
+
+    counts = np.asarray(token_counts(tokenizer, train_texts))
+    if cfg.max_length == "auto":
+        tokens = next(length for length in range(8, int(counts.max()) + 8, 8)
+                      if np.minimum(counts, length).sum() >= AUTO_TOKEN_COVERAGE * counts.sum())
+        limit = getattr(tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < tokens:
+            tokens = limit
+    else:
+        tokens = cfg.max_length
+    return LengthChoice(tokens, float(np.minimum(counts, tokens).sum() / counts.sum()),
+                        float((counts <= tokens).mean()), cfg.max_length == "auto")
 
 
 def encode(tokenizer, texts, labels, max_length: int) -> Encoded:

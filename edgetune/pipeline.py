@@ -53,9 +53,9 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("teacher", (), ("seed", "data", "teacher"), (), _data_files, 1,
+    Stage("teacher", (), ("seed", "data", "teacher"), (), _data_files, 2,
           summary="fine-tune the teacher when it has no head for the labels; cache its logits"),
-    Stage("distill", ("teacher",), ("seed", "data", "distill"), (), _distill_files, 2,
+    Stage("distill", ("teacher",), ("seed", "data", "distill"), (), _distill_files, 3,
           summary="a smaller student trained on the teacher's logits (KD + CE)"),
     Stage("tune", ("distill",), ("seed", "data", "tune"), (), _data_files, 1,
           summary="LoRA on the student (peft), head trained fully"),

@@ -18,7 +18,9 @@ class DataConfig:
     train: str
     test: str
     validation: str | None = None  # carved from train (fixed seed) when absent
-    max_length: int = 64  # tokens; longer texts are truncated
+    # Tokens; longer texts are truncated. auto: the shortest multiple of 8 that keeps 99% of the training texts'
+    # tokens (edgetune/data.py, sequence_length), resolved by each stage for the tokenizer it uses.
+    max_length: int | Literal["auto"] = "auto"
     validation_fraction: float = 0.1
 
 
@@ -36,6 +38,12 @@ class TrainingConfig:
     # Keep the word-embedding table fixed. On CPU its AdamW update and dense gradient are a third of a small
     # model's step time (30522 x 384 rows for MiniLM), and fine-tuning it buys little on a few thousand texts.
     freeze_word_embeddings: bool = True
+    # Also freeze the embeddings and the lowest N transformer layers: their backward pass is skipped, which makes a
+    # 12-layer teacher's step cheaper on CPU (benchmarks/results/distillation.md measures by how much).
+    freeze_layers: int = 0
+    # auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX),
+    # else fp32. Weights and optimizer state stay fp32 either way.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class TeacherConfig(TrainingConfig):
 class DistillConfig(TrainingConfig):
     layers: tuple[int, ...] = (0, 5)  # teacher layers copied into the student, in order
     student: str | None = None  # another pretrained model as the student (any tokenizer); `layers` then unused
+    student_layers: tuple[int, ...] | None = None  # layers of `student` to keep (null: all of them)
+    seed: int | None = None  # the student's own seed (null: the recipe's); varies the student, not the teacher
     temperature: float = 4.0
     alpha: float = 0.7  # weight of the soft-label KL loss; (1 - alpha) goes to hard-label CE
     hidden_weight: float = 0.0  # weight of hidden-state MSE (needs the teacher's tokenizer)
@@ -127,9 +137,17 @@ class Recipe:
         return dataclasses.asdict(getattr(self, name)) if name != "seed" else {"seed": self.seed}
 
 
+def packaged_recipe(path: Path | str | None) -> Path:
+    """A recipe file, or the name of one edgetune ships (`default`, `accuracy`) when no such file exists."""
+    if path is None:
+        return DEFAULT_RECIPE
+    shipped = DEFAULT_RECIPE.parent / f"{path}.yaml"
+    return shipped if not Path(path).exists() and "/" not in str(path) and shipped.is_file() else Path(path)
+
+
 def load_recipe(path: Path | None = None, *, overrides: tuple[str, ...] = (), data_dir: Path | None = None) -> Recipe:
     """Read a recipe, apply `--set` overrides and `--data`, resolve data paths against the recipe's folder."""
-    path = Path(path) if path else DEFAULT_RECIPE
+    path = packaged_recipe(path)
     raw = schema.read_yaml(path)
     for assignment in overrides:
         schema.apply_override(raw, assignment)
@@ -187,6 +205,15 @@ def _check_values(recipe: Recipe) -> None:
     if d.hidden_weight > 0 and d.student is None and map_length != len(d.layers):
         raise BadInput(f"{src}: distill.hidden_layer_map has {map_length} entries but the student has "
                        f"{len(d.layers)} layers; give one teacher layer per student layer")
+    if isinstance(recipe.data.max_length, int) and recipe.data.max_length < 2:
+        raise BadInput(f"{src}: data.max_length = {recipe.data.max_length} must be >= 2 tokens, or auto")
+    if d.student_layers is not None:
+        if d.student is None:
+            raise BadInput(f"{src}: distill.student_layers needs distill.student (the pretrained model to cut); "
+                           "to cut the teacher, use distill.layers")
+        if not d.student_layers or len(set(d.student_layers)) != len(d.student_layers):
+            raise BadInput(f"{src}: distill.student_layers {list(d.student_layers)} must list distinct layers, "
+                           "e.g. [0, 2, 5], or be null for all of them")
     if recipe.distill.temperature <= 0:
         raise BadInput(f"{src}: distill.temperature must be > 0")
     block = recipe.quantize.block_size
@@ -212,6 +239,8 @@ def _check_values(recipe: Recipe) -> None:
         cfg = getattr(recipe, name)
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise BadInput(f"{src}: {name}.epochs and {name}.batch_size must be >= 1")
+        if cfg.freeze_layers < 0:
+            raise BadInput(f"{src}: {name}.freeze_layers = {cfg.freeze_layers} must be >= 0")
         if cfg.max_steps is not None and cfg.max_steps < 1:
             raise BadInput(f"{src}: {name}.max_steps = {cfg.max_steps} must be >= 1, or null to let epochs decide")
     if recipe.export.validation_samples < 1:

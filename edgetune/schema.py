@@ -72,7 +72,12 @@ def _coerce(hint, value, *, source: str, where: str):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, source=source, where=where)
+        for option in inner[:-1]:  # e.g. `int | Literal["auto"]`: the first option that takes the value
+            try:
+                return _coerce(option, value, source=source, where=where)
+            except BadInput:
+                pass
+        return _coerce(inner[-1], value, source=source, where=where)
     if origin is typing.Literal:
         if value not in args:
             raise BadInput(f"{source}: '{where}' = {value!r} is not one of {', '.join(map(str, args))}")

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from edgetune.console import log
-from edgetune.data import encode, load_dataset, pad_batch
+from edgetune.data import encode, load_dataset, pad_batch, sequence_length
 from edgetune.errors import StageFailed
 from edgetune.recipe import Recipe
 from edgetune.targets import Target
@@ -28,7 +28,8 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     names = input_names_of(tokenizer)
     data = load_dataset(recipe.data, recipe.seed)
-    rows = encode(tokenizer, data.test.texts, data.test.labels, recipe.data.max_length).input_ids[:32]
+    length = sequence_length(recipe.data, tokenizer, data.train.texts).tokens
+    rows = encode(tokenizer, data.test.texts, data.test.labels, length).input_ids[:32]
     batches = [pad_batch(rows[i : i + 16], tokenizer.pad_token_id) for i in range(0, len(rows), 16)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -21,7 +21,7 @@ import numpy as np
 from edgetune import bundle_predict, host as hostinfo
 from edgetune.artifacts import folder_size, read_manifest
 from edgetune.console import log
-from edgetune.data import load_dataset
+from edgetune.data import load_dataset, sequence_length
 from edgetune.errors import StageFailed
 from edgetune.latency import measure_interleaved
 from edgetune.metrics import classification_scores, per_class_f1
@@ -59,6 +59,13 @@ def preprocess_settings(folder: Path, max_length: int) -> dict:
     pad_token = tokenizer_config.get("pad_token", "[PAD]")
     pad_id = vocab[pad_token] if isinstance(vocab, dict) else next(i for i, (t, _) in enumerate(vocab) if t == pad_token)
     return {"max_length": max_length, "pad_id": pad_id, "pad_token": pad_token}
+
+
+def folder_length(recipe: Recipe, folder: Path, data) -> int:
+    """The truncation length the stages that built `folder` used, for the tokenizer saved in it."""
+    from tokenizers import Tokenizer
+
+    return sequence_length(recipe.data, Tokenizer.from_file(str(folder / "tokenizer.json")), data.train.texts).tokens
 
 
 def assemble_bundle(src: Path, bundle: Path, max_length: int) -> None:
@@ -132,13 +139,14 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     if mismatch:
         log(mismatch, style="yellow")
     bundle = out_dir / "bundle"
-    assemble_bundle(inputs["quantize"], bundle, recipe.data.max_length)
+    data = load_dataset(recipe.data, recipe.seed)
+    assemble_bundle(inputs["quantize"], bundle, folder_length(recipe, inputs["quantize"], data))
     # On a remote target the device times the shipped model; this host still compares the three models.
     options = session_options(build_host["threads"])
     providers = ["CPUExecutionProvider"] if target.remote else [target.execution_provider]
     tokenizer, session, labels = bundle_predict.load(bundle, options, providers)
     teacher_tokenizer = bundle_predict.load_tokenizer(
-        inputs["baseline"], preprocess_settings(inputs["baseline"], recipe.data.max_length))
+        inputs["baseline"], preprocess_settings(inputs["baseline"], folder_length(recipe, inputs["baseline"], data)))
     # The shipped model, the fp32 student it was quantized from, and the fp32 teacher: same inputs, same host.
     models = {
         "shipped": (tokenizer, session),
@@ -149,7 +157,6 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     int8_reference = inputs["quantize"] / INT8_REFERENCE  # written beside an int4 model
     if int8_reference.exists():
         models["int8_dynamic"] = (tokenizer, ort.InferenceSession(str(int8_reference), options, providers=providers))
-    data = load_dataset(recipe.data, recipe.seed)
     texts, truth, n = list(data.test.texts), np.array(data.test.labels), len(labels)
     predictions = {name: predict_all(texts, tok, sess) for name, (tok, sess) in models.items()}
     scores = {name: classification_scores(truth, p, n) for name, p in predictions.items()}

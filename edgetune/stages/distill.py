@@ -1,7 +1,8 @@
 """Distill: train a small student on the teacher's softened logits (and, optionally, its hidden states).
 
 Reads: teacher/model, teacher/train_logits.npy, the recipe's data, distill.transfer (unlabeled text).
-Writes: model/ (the student: AutoModelForSequenceClassification folder + its tokenizer), labels.json.
+Writes: model/ (the student: AutoModelForSequenceClassification folder + its tokenizer), labels.json,
+        test_logits.npy (the student's logits on the test split, in file order).
 
 The student is a subset of the teacher's layers (DistilBERT-style init, `distill.layers`) or another
 pretrained model (`distill.student`, any tokenizer: teacher and student each tokenize the raw text, so
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from edgetune.augment import augment_texts
 from edgetune.console import log
-from edgetune.data import encode, load_dataset, read_calibration_texts
+from edgetune.data import encode, load_dataset, read_calibration_texts, sequence_length
 from edgetune.errors import BadInput
 from edgetune.models import check_layer_map, resolve_model
 from edgetune.recipe import DistillConfig, Recipe
@@ -73,15 +74,16 @@ def distillation_loss(teacher_logits, cfg: DistillConfig, teacher=None, layer_ma
 
     def loss(model, batch, labels, ids):
         out = model(**batch, output_hidden_states=cfg.hidden_weight > 0)
-        t = soft_targets[ids].to(out.logits.device) / T
-        kl = F.kl_div(F.log_softmax(out.logits / T, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean")
+        logits = out.logits.float()  # the softmax of a bf16 autocast pass loses the small probabilities KD teaches
+        t = soft_targets[ids].to(logits.device) / T
+        kl = F.kl_div(F.log_softmax(logits / T, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean")
         total = alpha * T**2 * kl
         if alpha < 1 and bool((labels != NO_LABEL).any()):
-            total = total + (1 - alpha) * F.cross_entropy(out.logits, labels, ignore_index=NO_LABEL)
+            total = total + (1 - alpha) * F.cross_entropy(logits, labels, ignore_index=NO_LABEL)
         if cfg.hidden_weight > 0:
             with torch.no_grad():
                 teacher_hidden = teacher(**batch, output_hidden_states=True).hidden_states
-            mask = batch["attention_mask"].unsqueeze(-1).to(out.logits.dtype)
+            mask = batch["attention_mask"].unsqueeze(-1).to(logits.dtype)
             mse = 0.0
             for student_layer, teacher_layer in enumerate(layer_map):
                 s = out.hidden_states[student_layer + 1]  # [0] is the embedding output
@@ -110,20 +112,26 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     import numpy as np
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from edgetune.training import evaluate, input_names_of, pick_device, predict_logits, seed_everything, train
+    from edgetune.training import (evaluate, input_names_of, pick_device, predict_logits, resolve_precision,
+                                   seed_everything, train)
 
-    seed_everything(recipe.seed)
-    device = pick_device(recipe.device)
     cfg = recipe.distill
+    seed = recipe.seed if cfg.seed is None else cfg.seed
+    seed_everything(seed)
+    device = pick_device(recipe.device)
     teacher_dir = inputs["teacher"] / "model"
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     data = load_dataset(recipe.data, recipe.seed)
     if cfg.student:
         student, tokenizer = pretrained_student(cfg.student, data.label_names)
+        if cfg.student_layers is not None:
+            check_layer_map(cfg.student_layers, student.config.num_hidden_layers, f"{recipe.source}: distill.student_layers")
+            student = student_from_layers(student, cfg.student_layers)
         shared_vocab = tokenizer.get_vocab() == teacher_tokenizer.get_vocab()
         layer_map = cfg.hidden_layer_map or ()
-        log(f"student: {cfg.student} ({student.config.num_hidden_layers} layers), "
+        log(f"student: {cfg.student} ({student.config.num_hidden_layers} layers"
+            + (f": its layers {list(cfg.student_layers)}" if cfg.student_layers is not None else "") + "), "
             f"{'same' if shared_vocab else 'different'} tokenizer as the teacher")
     else:
         check_layer_map(cfg.layers, teacher.config.num_hidden_layers, recipe.source)
@@ -151,21 +159,28 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         extra += read_calibration_texts(Path(cfg.transfer))
         log(f"transfer: {len(extra)} unlabeled texts from {cfg.transfer}, soft-labelled by the teacher")
     if cfg.augment:
-        augmented = augment_texts(texts, cfg.augment, teacher_tokenizer.mask_token or teacher_tokenizer.unk_token,
-                                  recipe.seed)
+        # The mask token only means "masked" to a student that shares the teacher's tokenizer; across tokenizers
+        # a masked word is dropped, so both models see the same text.
+        mask = (teacher_tokenizer.mask_token or teacher_tokenizer.unk_token) if shared_vocab else ""
+        augmented = augment_texts(texts, cfg.augment, mask, seed)
         extra += augmented
         log(f"augment: {len(augmented)} perturbed copies of the training texts, soft-labelled by the teacher")
     if extra:
         teacher.to(device)
-        extra_enc = encode(teacher_tokenizer, extra, [NO_LABEL] * len(extra), recipe.data.max_length)
-        soft = np.concatenate([soft, predict_logits(teacher, extra_enc, teacher_pad, names_t)])
+        teacher_length = sequence_length(recipe.data, teacher_tokenizer, data.train.texts).tokens
+        extra_enc = encode(teacher_tokenizer, extra, [NO_LABEL] * len(extra), teacher_length)
+        # The teacher's own training precision: bf16 where the CPU has it makes labelling many texts 3x cheaper.
+        labelling = resolve_precision(recipe.teacher.precision, device)
+        soft = np.concatenate([soft, predict_logits(teacher, extra_enc, teacher_pad, names_t, precision=labelling)])
         texts, labels = texts + extra, labels + [NO_LABEL] * len(extra)
     if cfg.hidden_weight > 0:
         teacher.to(device).requires_grad_(False)
     else:
         teacher = None  # free it: logits are cached
-    train_set = encode(tokenizer, texts, labels, recipe.data.max_length)
-    enc = {s: encode(tokenizer, getattr(data, s).texts, getattr(data, s).labels, recipe.data.max_length)
+    length = sequence_length(recipe.data, tokenizer, data.train.texts)
+    log(length.describe())
+    train_set = encode(tokenizer, texts, labels, length.tokens)
+    enc = {s: encode(tokenizer, getattr(data, s).texts, getattr(data, s).labels, length.tokens)
            for s in ("validation", "test")}
     names, pad, n = input_names_of(tokenizer), tokenizer.pad_token_id, len(data.label_names)
     params = sum(p.numel() for p in student.parameters())
@@ -176,14 +191,17 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     result = train(
         student, train_set, enc["validation"], cfg,
         distillation_loss(soft, cfg, teacher, tuple(layer_map), projection),
-        pad_id=pad, input_names=names, num_labels=n, seed=recipe.seed, desc="distill", device=device,
+        pad_id=pad, input_names=names, num_labels=n, seed=seed, desc="distill", device=device,
         extra_params=list(projection.parameters()) if projection is not None else None,
     )
     metrics = {"best_epoch": float(result.best_epoch), "layers": float(student.config.num_hidden_layers),
-               "parameters": float(params), "transfer_texts": float(len(texts) - len(data.train.texts))}
+               "parameters": float(params), "transfer_texts": float(len(texts) - len(data.train.texts)),
+               "max_length": float(length.tokens)}
     for split in ("validation", "test"):
         metrics.update({f"{split}_{k}": v for k, v in evaluate(student, enc[split], pad, names, n).items()})
     log(f"student test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f}")
+    # Test-split logits, text by text: what paired comparisons of students (benchmarks/distillation) read.
+    np.save(out_dir / "test_logits.npy", predict_logits(student, enc["test"], pad, names))
     student.to("cpu").save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     shutil.copy(inputs["teacher"] / "labels.json", out_dir / "labels.json")

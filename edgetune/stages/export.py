@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from edgetune.console import log
-from edgetune.data import encode, load_dataset, pad_batch
+from edgetune.data import encode, load_dataset, pad_batch, sequence_length
 from edgetune.errors import StageFailed
 from edgetune.recipe import Recipe
 from edgetune.targets import Target
@@ -134,6 +134,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     tokenizer = AutoTokenizer.from_pretrained(inputs["tune"] / "adapter")
     names = input_names_of(tokenizer)
     data = load_dataset(recipe.data, recipe.seed)
+    max_length = sequence_length(recipe.data, tokenizer, data.train.texts).tokens
     pruning: dict[str, float] = {}
     if recipe.export.prune_vocab:
         from edgetune.vocab import check_wordpiece
@@ -141,12 +142,12 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         scratch = out_dir / "vocab-scratch"
         tokenizer.save_pretrained(scratch / "original")
         check_wordpiece(scratch / "original" / "tokenizer.json", f"{recipe.source}: export.prune_vocab")
-        reference = torch_predictions(model, tokenizer, data.test.texts, names, recipe.data.max_length)
+        reference = torch_predictions(model, tokenizer, data.test.texts, names, max_length)
         tokenizer, pruning = prune_vocabulary(model, tokenizer, data, recipe, scratch)
         shutil.rmtree(scratch)
     model.save_pretrained(out_dir / "merged")
     tokenizer.save_pretrained(out_dir / "merged")
-    test = encode(tokenizer, data.test.texts, data.test.labels, recipe.data.max_length)
+    test = encode(tokenizer, data.test.texts, data.test.labels, max_length)
     rows = test.input_ids[: recipe.export.validation_samples]
     batches = [pad_batch(rows[i : i + 16], tokenizer.pad_token_id) for i in range(0, len(rows), 16)]
     batches.append(pad_batch(rows[:1], tokenizer.pad_token_id))  # batch 1: the shape an edge device runs
@@ -164,7 +165,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     tokenizer.save_pretrained(out_dir)
     if recipe.export.prune_vocab:
         match = check_pruned(onnx_path, out_dir / "tokenizer.json", tokenizer, list(data.test.texts), reference,
-                             recipe.data.max_length)
+                             max_length)
         pruning["prune_match_rate"] = match
         log(f"pruned vs unpruned model on {len(data.test.texts)} test texts: {match:.2%} identical predictions "
             f"(export.prune_min_match {recipe.export.prune_min_match:g})")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgetune.console import log, progress
-from edgetune.data import load_dataset, pad_batch, read_calibration_texts
+from edgetune.data import load_dataset, pad_batch, read_calibration_texts, sequence_length
 from edgetune.errors import BadInput
 from edgetune.recipe import QuantizeConfig, Recipe
 from edgetune.targets import QuantizationPreset, Target
@@ -463,7 +463,8 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     log(f"method {q.method}{detail.get(q.method, '')}, target preset {preset.weight_type} weights, "
         f"per_channel={preset.per_channel}, reduce_range={preset.reduce_range}"
         + (f"; calibration: {described}" if calibrated else ""))
-    method = make_method(q, preset, source, work, texts, tokenizer, names, recipe.data.max_length)
+    max_length = sequence_length(recipe.data, tokenizer, load_dataset(recipe.data, recipe.seed).train.texts).tokens
+    method = make_method(q, preset, source, work, texts, tokenizer, names, max_length)
     method(shipped)
 
     kept: dict[str, str] = {}
@@ -475,7 +476,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
             method, shipped=shipped, reference=export_dir / "model.onnx", float_graph=source,
             candidates=quantizable(onnx.load(str(source)), q, preset),
             validation=load_dataset(recipe.data, recipe.seed).validation, tokenizer=tokenizer, names=names,
-            max_length=recipe.data.max_length, tolerance=q.max_accuracy_drop, cap=q.max_float_nodes,
+            max_length=max_length, tolerance=q.max_accuracy_drop, cap=q.max_float_nodes,
             source=recipe.source, work=work)
         metrics.update(record["metrics"])
         if record.get("nodes"):

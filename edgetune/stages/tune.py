@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from edgetune.console import log
-from edgetune.data import encode, load_dataset
+from edgetune.data import encode, load_dataset, sequence_length
 from edgetune.errors import BadInput
 from edgetune.recipe import Recipe
 from edgetune.targets import Target
@@ -53,7 +53,8 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     log(f"LoRA r={recipe.tune.r} on {list(recipe.tune.target_modules)}: {trainable / 1e3:.0f}k of {total / 1e6:.1f}M "
         "parameters trainable")
     data = load_dataset(recipe.data, recipe.seed)
-    enc = {s: encode(tokenizer, getattr(data, s).texts, getattr(data, s).labels, recipe.data.max_length)
+    length = sequence_length(recipe.data, tokenizer, data.train.texts).tokens
+    enc = {s: encode(tokenizer, getattr(data, s).texts, getattr(data, s).labels, length)
            for s in ("train", "validation", "test")}
     names, pad, n = input_names_of(tokenizer), tokenizer.pad_token_id, len(data.label_names)
     result = train(
