@@ -160,7 +160,7 @@ def status(out, target, recipe, overrides):
         table = Table(title=f"cache: {out / 'cache'}", title_justify="left")
         for column in ("stage", "key", "created", "build time", "key metric"):
             table.add_column(column)
-        entries = sorted((out / "cache").glob("*-*")) if (out / "cache").is_dir() else []
+        entries = sorted(p for p in (out / "cache").glob("*-*") if p.is_dir()) if (out / "cache").is_dir() else []
         for folder in entries:
             manifest = artifacts.read_manifest(folder)
             if manifest:

@@ -8,7 +8,7 @@ import platform
 
 from edgetune.targets import Target
 
-INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "asimd", "asimddp", "i8mm", "sve")
+INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "asimddp", "i8mm", "sve")
 
 
 def cpu_model_and_flags() -> tuple[str, list[str]]:

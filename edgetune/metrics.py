@@ -25,3 +25,13 @@ def classification_scores(y_true, y_pred, num_classes: int) -> dict[str, float]:
         "accuracy": float(np.mean(np.asarray(y_pred) == y_true)),
         "macro_f1": float(np.mean(f1[present])),
     }
+
+
+def paired_difference(a, b, resamples: int = 10000, seed: int = 0) -> dict:
+    """Mean of a - b over the same texts (per-text scores: correctness, or its mean over seeds), with a 95%
+    bootstrap interval that resamples texts, so text difficulty is shared and only the difference varies."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
+    return {"gain": float(diff.mean()), "ci": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+            "only_a_right": int((diff > 0).sum()), "only_b_right": int((diff < 0).sum())}

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.metrics import paired_difference
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data" / "banking77"
 RESULTS = REPO / "benchmarks" / "results"
@@ -69,15 +71,6 @@ def test_correct(export_dir: Path, data: Path, max_length: int) -> np.ndarray:
     return (predicted == np.array([labels.index(r["label"]) for r in rows])).astype(float)
 
 
-def paired_gain(a: np.ndarray, b: np.ndarray, resamples: int = 10000) -> dict:
-    """Accuracy of a minus b on the same texts, with a 95% bootstrap interval over texts."""
-    rng = np.random.default_rng(0)
-    diff = a - b
-    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
-    return {"gain": float(diff.mean()), "ci": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
-            "only_a_right": int((diff > 0).sum()), "only_b_right": int((diff < 0).sum())}
-
-
 def row(name: str, metrics: dict, p95: float, p95_ci, layers: int) -> dict:
     return {"model": name, "layers": layers, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "p95_ms": p95, "p95_ci": p95_ci}
@@ -96,7 +89,7 @@ def main() -> None:
     layers = report["student"]["layers"]
     kd = distilled["manifests"]["distill"]["material"]["config"]["distill"]
     max_length = distilled["manifests"]["export"]["material"]["config"]["data"]["max_length"]
-    gain = paired_gain(test_correct(distilled["folders"]["export"], args.data, max_length),
+    gain = paired_difference(test_correct(distilled["folders"]["export"], args.data, max_length),
                        test_correct(hard["folders"]["export"], args.data, max_length))
     # The four 2-layer rows share one graph (LoRA is merged), so each p95 is the distilled build's, where the
     # fp32 student, the shipped int8 model and the teacher were timed interleaved in one run.

@@ -16,6 +16,8 @@ term (and hidden MSE) only.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -63,6 +65,27 @@ def pretrained_student(model: str, label_names: tuple[str, ...]):
         label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True,
     )
     return student, AutoTokenizer.from_pretrained(source, **extra)
+
+
+def texts_digest(texts: list[str], *settings) -> str:
+    return hashlib.sha256(json.dumps([texts, settings]).encode()).hexdigest()[:16]
+
+
+def memoized(path: Path, compute):
+    """Teacher logits of extra texts, computed once per teacher and text set: students of several sizes and seeds
+    share them (a 110M teacher labels 40k texts in minutes on CPU). Written whole or not at all."""
+    import os
+
+    import numpy as np
+
+    if path.is_file():
+        log(f"teacher logits of the extra texts: reusing {path.name}")
+        return np.load(path)
+    values = compute()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, values)
+    os.replace(tmp, path)
+    return values
 
 
 def distillation_loss(teacher_logits, cfg: DistillConfig, teacher=None, layer_map=(), projection=None):
@@ -168,10 +191,15 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     if extra:
         teacher.to(device)
         teacher_length = sequence_length(recipe.data, teacher_tokenizer, data.train.texts).tokens
-        extra_enc = encode(teacher_tokenizer, extra, [NO_LABEL] * len(extra), teacher_length)
         # The teacher's own training precision: bf16 where the CPU has it makes labelling many texts 3x cheaper.
         labelling = resolve_precision(recipe.teacher.precision, device)
-        soft = np.concatenate([soft, predict_logits(teacher, extra_enc, teacher_pad, names_t, precision=labelling)])
+
+        def label_extra() -> np.ndarray:
+            extra_enc = encode(teacher_tokenizer, extra, [NO_LABEL] * len(extra), teacher_length)
+            return predict_logits(teacher, extra_enc, teacher_pad, names_t, precision=labelling)
+
+        memo = inputs["teacher"].parent / f"labels-{inputs['teacher'].name}-{texts_digest(extra, teacher_length, labelling)}.npy"
+        soft = np.concatenate([soft, memoized(memo, label_extra)])
         texts, labels = texts + extra, labels + [NO_LABEL] * len(extra)
     if cfg.hidden_weight > 0:
         teacher.to(device).requires_grad_(False)

@@ -1,0 +1,210 @@
+"""Distillation: what a strong teacher and patient KD buy over plain fine-tuning of the same small student.
+
+    python benchmarks/distillation/run.py --data ../shared/data/banking77 --out runs/distillation
+    python benchmarks/distillation/run.py --data ../shared/data/snips --out runs/distillation
+
+Per dataset, through edgetune's own stages (one --out cache, so each teacher trains once and its logits are shared):
+- teachers: all-MiniLM-L6-v2 fine-tuned as the default recipe does it, all-mpnet-base-v2 as the accuracy recipe does;
+- students cut from pretrained all-MiniLM-L6-v2 (2 layers [0, 5] and 3 layers [0, 2, 5]), one seed each of --seeds:
+  hard labels only (distill.alpha 0, no extra text), KD from the MiniLM teacher, KD from the MPNet teacher. A KD
+  student is taught on the training texts plus `augment` perturbed copies of each that the teacher labels exactly
+  as the student sees them ("patient and consistent", Beyer et al. 2022), under the same step budget;
+- `--length32`: the hard-label 3-layer student at the old fixed data.max_length 32, against auto.
+Every KD row is compared with its hard-label row text by text: per test text, correctness averaged over the seeds,
+then a bootstrap over texts of the mean difference (edgetune.metrics.paired_difference).
+
+Writes benchmarks/results/distillation.{md,json,png}; a second dataset is merged into the same files.
+A folder without test.csv (SNIPS) is tested on its validation.csv, and validation is carved from train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgetune import pipeline, schema
+from edgetune.metrics import classification_scores, paired_difference
+from edgetune.recipe import DEFAULT_RECIPE, load_recipe
+from edgetune.targets import load_target
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks" / "results"
+STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
+DEPTHS = {2: [0, 5], 3: [0, 2, 5]}
+# The MiniLM teacher is trained exactly as the default recipe trains it (its whole teacher section).
+MINILM_TEACHER = tuple(f"teacher.{k}={json.dumps(v)}" for k, v in schema.read_yaml(DEFAULT_RECIPE)["teacher"].items())
+
+
+def data_view(data: Path, out: Path) -> Path:
+    """The folder itself, or (no test.csv) a view whose test split is the validation file."""
+    if (data / "test.csv").exists():
+        return data.resolve()
+    view = out / f"data-{data.name}"
+    view.mkdir(parents=True, exist_ok=True)
+    for name, source in (("train.csv", "train.csv"), ("test.csv", "validation.csv")):
+        if not (view / name).exists():
+            (view / name).symlink_to((data / source).resolve())
+    return view
+
+
+def run_stage(until: str, data: Path, out: Path, overrides: tuple[str, ...]) -> tuple[Path, dict, float]:
+    recipe = load_recipe("accuracy", data_dir=data, overrides=overrides)
+    started = time.perf_counter()
+    outcome = pipeline.run(recipe, load_target("x86-avx2"), out, until=until)[-1]
+    return outcome.folder, outcome.metrics, time.perf_counter() - started
+
+
+def scores(folder: Path, truth: np.ndarray, n: int) -> tuple[np.ndarray, dict]:
+    predicted = np.load(folder / "test_logits.npy").argmax(-1)
+    return (predicted == truth).astype(float), classification_scores(truth, predicted, n)
+
+
+def conditions(args) -> list[tuple[str, int, tuple[str, ...]]]:
+    """(name, depth, recipe overrides) of every student row."""
+    kd = (f"distill.alpha={args.alpha}", f"distill.temperature={args.temperature}", f"distill.augment={args.augment}")
+    hard = ("distill.alpha=0", "distill.augment=0")
+    rows = []
+    for depth in args.depths:
+        student = (f"distill.student={STUDENT}", f"distill.student_layers={DEPTHS[depth]}",
+                   f"distill.max_steps={args.max_steps}", f"distill.epochs={args.epochs}")
+        rows += [("hard labels", depth, student + hard + MINILM_TEACHER),
+                 ("KD from MiniLM-L6", depth, student + kd + MINILM_TEACHER),
+                 ("KD from MPNet", depth, student + kd)]
+        if args.length32 and depth == 3:
+            rows.append(("hard labels, max_length 32", depth, student + hard + MINILM_TEACHER + ("data.max_length=32",)))
+    return rows
+
+
+def run_dataset(args) -> dict:
+    data = data_view(args.data, args.out)
+    test_rows = list(csv.DictReader((data / "test.csv").open(encoding="utf-8-sig")))
+    train_labels = sorted({r["label"].strip() for r in csv.DictReader((data / "train.csv").open(encoding="utf-8-sig"))})
+    truth = np.array([train_labels.index(r["label"].strip()) for r in test_rows if r["text"].strip()])
+    n = len(train_labels)
+    result = {"dataset": args.data.name, "test_texts": len(truth), "labels": n, "teachers": [], "students": [],
+              "settings": {k: v for k, v in vars(args).items() if k not in ("data", "out")}}
+    # Rows that need only the MiniLM teacher first: the MPNet teacher may still be training in another build.
+    for name, depth, overrides in sorted(conditions(args), key=lambda c: ("MPNet" in c[0], -c[1])):
+        runs = []
+        for seed in args.seeds:
+            folder, metrics, seconds = run_stage("distill", data, args.out, overrides + (f"distill.seed={seed}",))
+            correct, score = scores(folder, truth, n)
+            manifest = json.loads((folder / "manifest.json").read_text())
+            runs.append({"seed": seed, **score, "seconds": manifest["seconds"], "correct": correct,
+                         "max_length": metrics.get("max_length")})
+        result["students"].append({
+            "condition": name, "layers": depth, "overrides": list(overrides),
+            "accuracy": float(np.mean([r["accuracy"] for r in runs])),
+            "accuracy_seeds": [r["accuracy"] for r in runs],
+            "macro_f1": float(np.mean([r["macro_f1"] for r in runs])),
+            "seconds": float(np.mean([r["seconds"] for r in runs])),
+            "max_length": runs[0]["max_length"],
+            "correct": np.mean([r["correct"] for r in runs], axis=0).tolist(),
+        })
+    teacher_logits = []
+    for name, overrides in (("all-MiniLM-L6-v2", MINILM_TEACHER), ("all-mpnet-base-v2", ())):
+        folder, metrics, _ = run_stage("teacher", data, args.out, overrides)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        correct, score = scores(folder, truth, n)
+        teacher_logits.append(np.load(folder / "test_logits.npy"))
+        result["teachers"].append({"model": name, **score, "seconds": manifest["seconds"],
+                                   "max_length": metrics.get("max_length"), "correct": correct.tolist()})
+    # Would two teachers beat one? Their summed logits, scored on the test split (no student trained on them).
+    result["teacher_ensemble"] = classification_scores(truth, sum(teacher_logits).argmax(-1), n)
+    result["students"].sort(key=lambda s: (s["layers"], s["condition"] != "hard labels", s["condition"]))
+    for row in result["students"]:
+        hard = next(r for r in result["students"] if r["layers"] == row["layers"] and r["condition"] == "hard labels")
+        if row is not hard:
+            row["vs_hard_labels"] = paired_difference(row["correct"], hard["correct"])
+    return result
+
+
+def write(results: list[dict], args) -> None:
+    lines = ["# Distillation: strong teacher and patient KD against hard labels", "",
+             "`python benchmarks/distillation/run.py --data DATA --out OUT` (edgetune's own teacher and distill stages). "
+             "Students: cuts of pretrained all-MiniLM-L6-v2 trained for at most max_steps (early stopping on "
+             "validation); KD: KL at temperature T with weight alpha plus CE, on the training texts and `augment` "
+             "teacher-labelled perturbed copies of each. Accuracy is the mean over the seeds (each seed's in "
+             "brackets); the interval is a paired bootstrap over test texts of the seed-averaged per-text "
+             "correctness, KD row minus the hard-label row of the same depth.", ""]
+    for res in results:
+        best_teacher = max(t["accuracy"] for t in res["teachers"])
+        settings = ", ".join(f"{k} {v}" for k, v in res["settings"].items())
+        lines += [f"## {res['dataset']} ({res['test_texts']} test texts, {res['labels']} labels)", "",
+                  f"Settings: {settings}.", "",
+                  "| model | layers | accuracy (mean; per seed) | macro-F1 | minus hard labels, points (95% CI) | train s |",
+                  "|---|---|---|---|---|---|"]
+        for t in res["teachers"]:
+            lines.append(f"| teacher {t['model']} (max_length {t['max_length']:.0f}) | – | {t['accuracy']:.4f} | "
+                         f"{t['macro_f1']:.4f} | – | {t['seconds']:.0f} |")
+        ens = res["teacher_ensemble"]
+        lines.append(f"| both teachers' logits summed (not trained; would a two-teacher KD gain?) | – | "
+                     f"{ens['accuracy']:.4f} | {ens['macro_f1']:.4f} | – | – |")
+        for s in res["students"]:
+            gain = s.get("vs_hard_labels")
+            diff = (f"{100 * gain['gain']:+.2f} ({100 * gain['ci'][0]:+.2f} to {100 * gain['ci'][1]:+.2f})"
+                    if gain else "–")
+            seeds = ", ".join(f"{a:.4f}" for a in s["accuracy_seeds"])
+            lines.append(f"| student: {s['condition']} | {s['layers']} | {s['accuracy']:.4f} ({seeds}) | "
+                         f"{s['macro_f1']:.4f} | {diff} | {s['seconds']:.0f} |")
+        best = max(res["students"], key=lambda s: s["accuracy"])
+        lines += ["", f"Best student: {best['condition']}, {best['layers']} layers, {best['accuracy']:.4f} = "
+                  f"{100 * best['accuracy'] / best_teacher:.1f}% of the best teacher (fp32 PyTorch, before export "
+                  "and quantization).", ""]
+    (RESULTS / "distillation.md").write_text("\n".join(lines))
+    slim = [{**r, "teachers": [{k: v for k, v in t.items() if k != "correct"} for t in r["teachers"]],
+             "students": [{k: v for k, v in s.items() if k != "correct"} for s in r["students"]]} for r in results]
+    (RESULTS / "distillation.json").write_text(json.dumps(slim, indent=1))
+    plot(results)
+    print("\n".join(lines))
+
+
+def plot(results: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 3.8), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        rows = [s for s in res["students"] if "vs_hard_labels" in s]
+        labels = [f"{s['condition']} ({s['layers']}L)" for s in rows]
+        gains = [100 * s["vs_hard_labels"]["gain"] for s in rows]
+        errors = [[100 * (s["vs_hard_labels"]["gain"] - s["vs_hard_labels"]["ci"][0]) for s in rows],
+                  [100 * (s["vs_hard_labels"]["ci"][1] - s["vs_hard_labels"]["gain"]) for s in rows]]
+        ax.errorbar(gains, range(len(rows)), xerr=errors, fmt="o", capsize=4)
+        ax.axvline(0, color="grey", lw=1)
+        ax.set_yticks(range(len(rows)), labels)
+        ax.set_xlabel("accuracy minus hard labels (points, 95% CI)")
+        ax.set_title(res["dataset"])
+    fig.tight_layout()
+    fig.savefig(RESULTS / "distillation.png", dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with train.csv and test.csv (or validation.csv)")
+    parser.add_argument("--out", type=Path, required=True, help="edgetune --out folder: its cache is reused")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--depths", type=int, nargs="+", default=[2, 3], choices=sorted(DEPTHS))
+    parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--augment", type=int, default=4)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--length32", action="store_true", help="add the 3-layer hard-label row at max_length 32")
+    args = parser.parse_args()
+    result = run_dataset(args)
+    path = RESULTS / "distillation.json"
+    earlier = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["dataset"] != result["dataset"]]
+    # The merged files keep per-text correctness only for this run; earlier datasets keep their summaries.
+    write(earlier + [result], args)
+
+
+if __name__ == "__main__":
+    main()
