@@ -86,3 +86,16 @@ def test_transfer_text_without_text_column_fails_before_training(make_recipe, tm
     assert result.exit_code == 2
     assert_mentions(result.output, str(transfer), "text")
     assert cache_folders(tmp_path / "out") == set()
+
+
+def test_students_of_one_teacher_share_its_labels_of_the_augmented_text(make_recipe, tmp_path):
+    import numpy as np
+
+    out = tmp_path / "out"
+    first = build(make_recipe({"distill.augment": 1, "distill.epochs": 1, "distill.seed": 1}), out, command="distill")
+    second = build(make_recipe({"distill.augment": 1, "distill.epochs": 1, "distill.seed": 2}), out, command="distill")
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    (memo,) = (out / "cache").glob("labels-teacher-*.npy")
+    assert "reusing" not in first.output and "reusing" in second.output
+    assert np.load(memo).shape[1] == 20  # one row of 20 intent logits per augmented text
+    assert len(list((out / "cache").glob("distill-*"))) == 2

@@ -185,7 +185,8 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         # The mask token only means "masked" to a student that shares the teacher's tokenizer; across tokenizers
         # a masked word is dropped, so both models see the same text.
         mask = (teacher_tokenizer.mask_token or teacher_tokenizer.unk_token) if shared_vocab else ""
-        augmented = augment_texts(texts, cfg.augment, mask, seed)
+        # The recipe's seed, not the student's: students of every seed share the teacher's labels of these texts.
+        augmented = augment_texts(texts, cfg.augment, mask, recipe.seed)
         extra += augmented
         log(f"augment: {len(augmented)} perturbed copies of the training texts, soft-labelled by the teacher")
     if extra:
