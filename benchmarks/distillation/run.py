@@ -65,8 +65,8 @@ def scores(folder: Path, truth: np.ndarray, n: int) -> tuple[np.ndarray, dict]:
 
 
 def conditions(args) -> list[tuple[str, int, tuple[str, ...]]]:
-    """(name, depth, recipe overrides) of every student row, in the order they train: the main comparison
-    (hard labels against the strong teacher) of each depth first, so a cut-short run still answers it."""
+    """(name, depth, recipe overrides) of every student row, in the order they train: each depth's hard-label and
+    KD rows first, the max_length row last, so a cut-short run still answers the main comparison."""
     kd = (f"distill.alpha={args.alpha}", f"distill.temperature={args.temperature}", f"distill.augment={args.augment}")
     hard = ("distill.alpha=0", "distill.augment=0")
     rows, extra = [], []
@@ -74,8 +74,8 @@ def conditions(args) -> list[tuple[str, int, tuple[str, ...]]]:
         student = (f"distill.student={STUDENT}", f"distill.student_layers={DEPTHS[depth]}",
                    f"distill.max_steps={args.max_steps}", f"distill.epochs={args.epochs}")
         rows += [("hard labels", depth, student + hard + MINILM_TEACHER),
-                 ("KD from MPNet", depth, student + kd),
-                 ("KD from MiniLM-L6", depth, student + kd + MINILM_TEACHER)]
+                 ("KD from MiniLM-L6", depth, student + kd + MINILM_TEACHER),
+                 ("KD from MPNet", depth, student + kd)]
         if args.length32 and depth == 3:
             extra.append(("hard labels, max_length 32", depth, student + hard + MINILM_TEACHER + ("data.max_length=32",)))
     return rows + extra
@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="edgetune --out folder: its cache is reused")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--depths", type=int, nargs="+", default=[3, 2], choices=sorted(DEPTHS))
-    parser.add_argument("--max-steps", type=int, default=1500)
+    parser.add_argument("--max-steps", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--augment", type=int, default=4)
     parser.add_argument("--temperature", type=float, default=2.0)
