@@ -59,6 +59,12 @@ def run_stage(until: str, data: Path, out: Path, overrides: tuple[str, ...]) -> 
     return outcome.folder, outcome.metrics, time.perf_counter() - started
 
 
+def cached(stage: str, data: Path, out: Path, overrides: tuple[str, ...]) -> bool:
+    recipe = load_recipe("accuracy", data_dir=data, overrides=overrides)
+    key = pipeline.fingerprints(recipe, load_target("x86-avx2"))[stage]["key"]
+    return (pipeline.cache_dir(out, stage, key) / "manifest.json").is_file()
+
+
 def scores(folder: Path, truth: np.ndarray, n: int) -> tuple[np.ndarray, dict]:
     predicted = np.load(folder / "test_logits.npy").argmax(-1)
     return (predicted == truth).astype(float), classification_scores(truth, predicted, n)
@@ -75,7 +81,8 @@ def conditions(args) -> list[tuple[str, int, tuple[str, ...]]]:
                    f"distill.max_steps={args.max_steps}", f"distill.epochs={args.epochs}")
         rows += [("hard labels", depth, student + hard + MINILM_TEACHER),
                  ("KD from MiniLM-L6", depth, student + kd + MINILM_TEACHER),
-                 ("KD from MPNet", depth, student + kd)]
+                 ("KD from MPNet", depth, student + kd),
+                 ("KD from MPNet, training texts only", depth, student + kd[:2] + ("distill.augment=0",))]
         if args.length32 and depth == 3:
             extra.append(("hard labels, max_length 32", depth, student + hard + MINILM_TEACHER + ("data.max_length=32",)))
     return rows + extra
@@ -99,12 +106,17 @@ def run_dataset(args) -> dict:
     result = {"dataset": args.data.name, "test_texts": len(truth), "labels": n, "teachers": [], "students": [],
               "settings": {k: v for k, v in vars(args).items() if k not in ("data", "out")}}
     for name, depth, overrides in conditions(args):
+        if args.only and not any(f"{depth}:{name}" == o for o in args.only):
+            continue
+        # Seed 0 is the recipe's own (distill.seed null): that row is the very student the accuracy build ships.
+        seeded = {seed: overrides + ((f"distill.seed={seed}",) if seed != 0 else ()) for seed in args.seeds}
+        if args.cached_only and not all(cached("distill", data, args.out, o) for o in seeded.values()):
+            print(f"not reported (not built for every seed): {depth} layers, {name}")
+            continue
         wait_for_other_build(data, args.out, overrides)
         runs = []
         for seed in args.seeds:
-            # Seed 0 is the recipe's own (distill.seed null): that row is the very student the accuracy build ships.
-            seeded = overrides + ((f"distill.seed={seed}",) if seed != 0 else ())
-            folder, metrics, seconds = run_stage("distill", data, args.out, seeded)
+            folder, metrics, seconds = run_stage("distill", data, args.out, seeded[seed])
             correct, score = scores(folder, truth, n)
             manifest = json.loads((folder / "manifest.json").read_text())
             runs.append({"seed": seed, **score, "seconds": manifest["seconds"], "correct": correct,
@@ -210,6 +222,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--length32", action="store_true", help="add the 3-layer hard-label row at max_length 32")
+    parser.add_argument("--only", nargs="+", metavar="DEPTH:CONDITION",
+                        help='train and report only these rows, e.g. "3:KD from MPNet" (parallel runs share --out)')
+    parser.add_argument("--cached-only", action="store_true",
+                        help="report the rows already built for every seed; train nothing new")
     args = parser.parse_args()
     result = run_dataset(args)
     path = RESULTS / "distillation.json"
