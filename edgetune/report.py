@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.artifacts import write_json
-from edgetune.latency import speed_verdict
+from edgetune.runtime import speed_verdict
 
 
 def _pyplot():

@@ -210,7 +210,7 @@ def host_peaks(threads: int, *, remeasure: bool = False) -> Peaks:
     """This host's peaks for `threads` threads (per-core rates x threads), measured once per CPU and onnxruntime."""
     import onnxruntime
 
-    from edgetune.host import cpu_model_and_flags
+    from edgetune.runtime import cpu_model_and_flags
 
     cpu, flags = cpu_model_and_flags()
     key = f"{cpu} | {' '.join(flags)} | onnxruntime {onnxruntime.__version__} | {platform.machine()}"

@@ -36,10 +36,10 @@ DEFAULT_MAX_SECONDS = gate.MAX_SECONDS  # before the fixture below shortens it
 @pytest.fixture(autouse=True)
 def quick_gate(monkeypatch):
     """Shorter minimum measuring time than the CI defaults: the tests only need clear-cut verdicts."""
-    monkeypatch.setattr(gate, "MIN_SECONDS", 0.3)
-    monkeypatch.setattr(gate, "MIN_RUNS", 100)
-    monkeypatch.setattr(gate, "MAX_SECONDS", 2.0)
-    monkeypatch.setattr(gate, "EPOCH_SECONDS", 0.2)
+    monkeypatch.setattr(gate.measure, "MIN_SECONDS", 0.3)
+    monkeypatch.setattr(gate.measure, "MIN_RUNS", 100)
+    monkeypatch.setattr(gate.measure, "MAX_SECONDS", 2.0)
+    monkeypatch.setattr(gate.measure, "EPOCH_SECONDS", 0.2)
 
 
 def plain(text: str) -> str:

@@ -55,19 +55,14 @@ def _key_of(out: Path, stage: str, bundle_manifest: dict) -> str:
 
 def test_correct(export_dir: Path, data: Path, max_length: int) -> np.ndarray:
     """1 where the export's fp32 ONNX model classifies a test text right, else 0 (the bundle's tokenizer path)."""
-    import onnxruntime as ort
-
-    from edgetune import bundle_predict
-    from edgetune.stages.bench import preprocess_settings
+    from edgetune import runtime
 
     with open(data / "test.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     labels = json.loads((export_dir / "labels.json").read_text())
-    tokenizer = bundle_predict.load_tokenizer(export_dir, preprocess_settings(export_dir, max_length))
-    session = ort.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    texts = [r["text"] for r in rows]
-    predicted = np.concatenate([session.run(None, bundle_predict.encode(texts[i : i + 64], tokenizer, session))[0]
-                                .argmax(-1) for i in range(0, len(texts), 64)])
+    tokenizer = runtime.load_tokenizer(export_dir, runtime.preprocess_settings(export_dir, max_length))
+    session = runtime.open_session(export_dir / "model.onnx")
+    predicted = runtime.logits([r["text"] for r in rows], tokenizer, session, 64).argmax(-1)
     return (predicted == np.array([labels.index(r["label"]) for r in rows])).astype(float)
 
 

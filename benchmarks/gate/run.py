@@ -97,15 +97,13 @@ def extra_dense(base: Path, dst: Path) -> Path:
 
 
 def same_predictions(a: Path, b: Path) -> bool:
-    from edgetune import bundle_predict, gate
+    from edgetune import bundle_predict, gate, runtime
 
     texts, _ = gate.replay_texts(gate.load_build(b, "candidate"), None)
     preds = []
     for folder in (a, b):
         tokenizer, session, _ = bundle_predict.load(folder / "bundle")
-        logits = np.concatenate([session.run(None, bundle_predict.encode(texts[i:i + 32], tokenizer, session))[0]
-                                 for i in range(0, len(texts), 32)])
-        preds.append(logits.argmax(-1))
+        preds.append(runtime.logits(texts, tokenizer, session).argmax(-1))
     return bool((preds[0] == preds[1]).all())
 
 
@@ -169,7 +167,7 @@ def summarise(gates: list[dict]) -> dict:
 
 
 def host() -> dict:
-    from edgetune.host import cpu_model_and_flags
+    from edgetune.runtime import cpu_model_and_flags
 
     cpu, flags = cpu_model_and_flags()
     import importlib.metadata

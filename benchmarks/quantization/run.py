@@ -44,10 +44,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 
-from edgetune import bundle_predict
+from edgetune import runtime
 from edgetune.console import quiet_libraries
-from edgetune.host import cpu_model_and_flags
-from edgetune.latency import percentile_ci, speed_verdict
+from edgetune.runtime import cpu_model_and_flags, percentile_ci, speed_verdict
 from edgetune.metrics import classification_scores
 from edgetune.recipe import load_recipe
 from edgetune.stages import quantize as stage
@@ -179,29 +178,6 @@ def pruned_variant(export: Path, recipe, work: Path, config: dict, preset, keep_
     return Variant(name, folder / "model.onnx", folder, time.perf_counter() - started, note)
 
 
-def session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Sessions take turns in one process: with spinning on, a session's idle pool threads spin on the cores the next
-    # session needs (measured here: int8 dynamic p95 61 ms with spinning, 1.5 ms without, same load).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def tokenizer_for(folder: Path, max_length: int):
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length)
-    pad = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]["[PAD]"]
-    tokenizer.enable_padding(pad_id=pad, pad_token="[PAD]")
-    return tokenizer
-
-
 def paired_ratio(a: np.ndarray, b: np.ndarray, q: float = 95, resamples: int = 2000) -> tuple[float, float, float]:
     """p_q(a) / p_q(b) over paired rounds, with a 95% bootstrap interval resampling rounds."""
     rng = np.random.default_rng(0)
@@ -213,32 +189,24 @@ def paired_ratio(a: np.ndarray, b: np.ndarray, q: float = 95, resamples: int = 2
 
 def measure(variants: list[Variant], texts: list[str], truth: np.ndarray, labels: list[str], threads: int,
             seconds: float, max_length: int) -> dict:
-    sessions = {v.name: session(v.path, threads) for v in variants}
-    tokenizers = {v.name: tokenizer_for(v.folder, max_length) for v in variants}
-    predictions = {}
-    for v in variants:
-        s, tok = sessions[v.name], tokenizers[v.name]
-        predictions[v.name] = np.concatenate([s.run(None, bundle_predict.encode(texts[i : i + 32], tok, s))[0].argmax(-1)
-                                              for i in range(0, len(texts), 32)])
+    # Sessions take turns in one process: runtime.session_options turns spinning off, without which a session's
+    # idle pool threads spin on the cores the next session needs.
+    sessions = {v.name: runtime.open_session(v.path, threads) for v in variants}
+    tokenizers = {v.name: runtime.load_tokenizer(v.folder, runtime.preprocess_settings(v.folder, max_length))
+                  for v in variants}
+    predictions = {v.name: runtime.logits(texts, tokenizers[v.name], sessions[v.name]).argmax(-1) for v in variants}
     order = np.random.default_rng(0).permutation(len(texts))
-    feeds = {v.name: [bundle_predict.encode([texts[i]], tokenizers[v.name], sessions[v.name]) for i in order]
-             for v in variants}
-    for v in variants:  # warm-up
-        for feed in feeds[v.name][:20]:
-            sessions[v.name].run(None, feed)
-    samples = {v.name: [] for v in variants}
-    started, rounds = time.perf_counter(), 0
+    runners = [runtime.Runner(lambda feed, s=sessions[v.name]: s.run(None, feed),
+                              [runtime.encode([texts[i]], tokenizers[v.name], sessions[v.name]) for i in order])
+               for v in variants]
+    runtime.warm_up(runners, 20)
     print(f"timing {len(variants)} models round-robin for {seconds:g} s ...", flush=True)
-    while time.perf_counter() - started < seconds:
-        shift = rounds % len(variants)
-        for v in variants[shift:] + variants[:shift]:
-            feed = feeds[v.name][rounds % len(texts)]
-            t0 = time.perf_counter_ns()
-            sessions[v.name].run(None, feed)
-            samples[v.name].append((time.perf_counter_ns() - t0) / 1e6)
-        rounds += 1
+    # One run per model per round, so the k-th samples of all models share a round: paired_ratio pairs them.
+    samples, _ = runtime.time_interleaved(runners, lambda _, elapsed: "time up" if elapsed >= seconds else None,
+                                          block=1)
+    rounds = len(samples[0])
     results = {}
-    arrays = {k: np.asarray(v) for k, v in samples.items()}
+    arrays = {v.name: np.asarray(s) for v, s in zip(variants, samples)}
     for v in variants:
         x = arrays[v.name]
         scores = classification_scores(truth, predictions[v.name], len(labels))

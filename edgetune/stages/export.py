@@ -105,7 +105,7 @@ def check_pruned(onnx_path: Path, tokenizer_json: Path, tokenizer, texts: list[s
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from edgetune import bundle_predict
+    from edgetune import runtime
 
     shipped = Tokenizer.from_file(str(tokenizer_json))
     shipped.enable_truncation(max_length)
@@ -117,7 +117,7 @@ def check_pruned(onnx_path: Path, tokenizer_json: Path, tokenizer, texts: list[s
     shipped.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     predictions = np.concatenate([
-        session.run(None, bundle_predict.encode(texts[i : i + 64], shipped, session))[0].argmax(-1)
+        session.run(None, runtime.encode(texts[i : i + 64], shipped, session))[0].argmax(-1)
         for i in range(0, len(texts), 64)
     ])
     return float(np.mean(predictions == reference))
