@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune import report_json
 from edgetune.metrics import paired_difference
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def build(out: Path, data: Path, *overrides: str) -> dict:
     for o in overrides:
         args += ["--set", o]
     subprocess.run(args, check=True)
-    report = json.loads((out / "x86-avx2" / "report.json").read_text())
+    report = report_json.read(out / "x86-avx2" / "report.json").to_json()  # checked against the one definition
     bundle_manifest = json.loads((out / "x86-avx2" / "bundle" / "manifest.json").read_text())
     upstream = bundle_manifest["material"]["upstream"]
     manifests, folders = {}, {}

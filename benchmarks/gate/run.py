@@ -266,17 +266,17 @@ def main() -> None:
         (args.results / "gate.md").write_text(markdown(json.loads((args.results / "gate.json").read_text())))
         return
     started = time.perf_counter()
-    from edgetune import gate
+    from edgetune import gate, report_json
 
     work = args.work.resolve()
     base = snapshot(args.baseline, work / "int8") if args.baseline else build(work / "int8", args.seed_cache)
     fp32 = (snapshot(args.fp32, work / "fp32") if args.fp32
             else build(work / "fp32", args.seed_cache, "quantize.method=none"))
     for path, what in ((base, "int8-dynamic"), (fp32, "none")):
-        report = json.loads((path / "report.json").read_text())
-        if report["target"] != TARGET or report["quantization"] != what:
+        report = report_json.read(path / "report.json")
+        if report.target != TARGET or report.quantization != what:
             sys.exit(f"{path}: expected a {TARGET} build with quantization {what}, found "
-                     f"{report['target']} / {report['quantization']}")
+                     f"{report.target} / {report.quantization}")
     identical = work / "int8-copy" / TARGET
     if identical.exists():
         shutil.rmtree(identical)

@@ -77,7 +77,7 @@ def run_gate(baseline, candidate, *, max_slowdown: float = 0.05, max_accuracy_dr
     started = time.perf_counter()
     base, cand = load_build(baseline, "baseline"), load_build(candidate, "candidate")
     notes = check_comparable(base, cand)
-    provider = cand.report.get("host", {}).get("execution_provider", "CPUExecutionProvider")
+    provider = cand.report.host.execution_provider
     reason = "--recorded given" if recorded else why_not_remeasure(base, cand, provider)
     texts = None
     if reason is None:
@@ -95,7 +95,7 @@ def run_gate(baseline, candidate, *, max_slowdown: float = 0.05, max_accuracy_dr
         checks, how, mode = recorded_latency(base.report, cand.report, max_slowdown), \
             _recorded_how(base, cand, reason, notes), "recorded"
     checks += accuracy_checks(base.report, cand.report, max_accuracy_drop)
-    return GateResult(cand.report["target"], base.report_path, cand.report_path, mode, how, checks, notes,
+    return GateResult(cand.report.target, base.report_path, cand.report_path, mode, how, checks, notes,
                       time.perf_counter() - started, measurement)
 
 
@@ -123,13 +123,13 @@ def _how(m: Measurement) -> str:
 
 
 def _recorded_how(base: Build, cand: Build, reason: str, notes: list[str]) -> str:
-    hb, hc = base.report.get("host", {}), cand.report.get("host", {})
-    if (hb.get("cpu"), hb.get("threads")) != (hc.get("cpu"), hc.get("threads")):
+    hb, hc = base.report.host, cand.report.host
+    if (hb.cpu, hb.threads) != (hc.cpu, hc.threads):
         notes.append("the two reports were measured on different machines or thread counts: their latency "
                      "ratio says as much about the machines as about the models")
-    if not (base.report["latency_ms"].get("samples") and cand.report["latency_ms"].get("samples")):
+    if not (base.report.latency_ms.samples and cand.report.latency_ms.samples):
         notes.append("reports without latency samples: ratio intervals combine the recorded 95% intervals "
                      "(log-normal approximation)")
     return (f"compared RECORDED latency from the two reports, not re-measured ({reason}); "
-            f"baseline measured on {hb.get('cpu', '?')} with {hb.get('threads', '?')} threads, candidate on "
-            f"{hc.get('cpu', '?')} with {hc.get('threads', '?')} threads, at different times")
+            f"baseline measured on {hb.cpu} with {hb.threads} threads, candidate on "
+            f"{hc.cpu} with {hc.threads} threads, at different times")

@@ -7,21 +7,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgetune import report_json
 from edgetune.errors import BadInput
+from edgetune.report_json import Report
 
 
 class GateError(BadInput):
     """Bad input to the gate (missing file, unfinished build, builds that cannot be compared): exit 2."""
 
 
-REQUIRED = ("target", "accuracy", "macro_f1", "test_examples", "latency_ms")
-
-
 @dataclass
 class Build:
     role: str  # baseline | candidate
     report_path: Path
-    report: dict
+    report: Report
     bundle: Path  # may not exist
 
     @property
@@ -55,44 +54,38 @@ def load_build(arg: str | Path, role: str) -> Build:
     else:
         raise GateError(f"{role} {path}: no such file or folder")
     try:
-        report = json.loads(report_path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise GateError(f"{role} {report_path}: not a readable report.json ({err})") from None
-    if not isinstance(report, dict):
-        raise GateError(f"{role} {report_path}: not an edgetune report (a JSON object was expected)")
-    missing = [k for k in REQUIRED if k not in report]
-    missing += [f"latency_ms.{k}" for k in ("p50", "p95") if k not in report.get("latency_ms", {})]
-    if missing:
-        raise GateError(f"{role} {report_path}: not an edgetune report.json (missing {', '.join(missing)})")
+        report = report_json.read(report_path)
+    except BadInput as err:
+        raise GateError(f"{role} {err}") from None
     return Build(role, report_path, report, report_path.parent / "bundle")
 
 
 def check_comparable(base: Build, cand: Build) -> list[str]:
     """Refuse builds whose numbers mean different things; returns notes on what could not be checked."""
     b, c = base.report, cand.report
-    if b["target"] != c["target"]:
-        raise GateError(f"different targets: baseline {base.report_path} is {b['target']}, candidate "
-                        f"{cand.report_path} is {c['target']}; gate builds of the same target")
-    if b["test_examples"] != c["test_examples"]:
-        raise GateError(f"different test sets: baseline was evaluated on {b['test_examples']} test examples, "
-                        f"candidate on {c['test_examples']}; accuracy is only comparable on the same split")
+    if b.target != c.target:
+        raise GateError(f"different targets: baseline {base.report_path} is {b.target}, candidate "
+                        f"{cand.report_path} is {c.target}; gate builds of the same target")
+    if b.test_examples != c.test_examples:
+        raise GateError(f"different test sets: baseline was evaluated on {b.test_examples} test examples, "
+                        f"candidate on {c.test_examples}; accuracy is only comparable on the same split")
     notes = []
-    hb, hc = b.get("test_set_sha256"), c.get("test_set_sha256")
+    hb, hc = b.test_set_sha256, c.test_set_sha256
     if hb and hc and hb != hc:
         raise GateError(f"different test sets: test_set_sha256 {hb[:12]}… (baseline) vs {hc[:12]}… (candidate), "
-                        f"both {b['test_examples']} examples; accuracy is only comparable on the same split")
+                        f"both {b.test_examples} examples; accuracy is only comparable on the same split")
     if not (hb and hc):
-        older = [x.role for x in (base, cand) if not x.report.get("test_set_sha256")]
+        older = [x.role for x in (base, cand) if not x.report.test_set_sha256]
         notes.append(f"{' and '.join(older)} report{'s have' if len(older) > 1 else ' has'} no test_set_sha256 "
-                     f"(built before edgetune recorded it): test sets compared by size only ({b['test_examples']} "
+                     f"(built before edgetune recorded it): test sets compared by size only ({b.test_examples} "
                      "examples)")
     return notes
 
 
 def replay_texts(cand: Build, inputs: Path | None) -> tuple[list[str] | None, str]:
     """The texts to replay and where they came from, or (None, why not)."""
-    from edgetune.runtime import file_sha256
     from edgetune.data import read_csv
+    from edgetune.runtime import file_sha256
 
     if inputs is not None:
         if not Path(inputs).is_file():
@@ -104,7 +97,7 @@ def replay_texts(cand: Build, inputs: Path | None) -> tuple[list[str] | None, st
         return None, f"the candidate bundle's manifest ({cand.bundle / 'manifest.json'}) does not name its test split"
     if not Path(test).is_file():
         return None, f"the candidate's test split {test} is not on this host (pass --inputs CSV to replay one)"
-    recorded = cand.report.get("test_set_sha256")
+    recorded = cand.report.test_set_sha256
     if recorded and file_sha256(Path(test)) != recorded:
         return None, f"the candidate's test split {test} changed since the build (sha256 differs from the report)"
     return [r["text"].strip() for r in read_csv(Path(test), ("text",))], f"candidate test split {test}"
@@ -114,5 +107,5 @@ def gate_threads(base: Build, cand: Build) -> int:
     """The candidate target's intra-op threads, capped at this host's cores (as the bench stage does)."""
     manifest = cand.manifest() or {}
     target = manifest.get("material", {}).get("target", {})
-    wanted = target.get("threads") or target.get("cores") or cand.report.get("host", {}).get("threads") or 1
+    wanted = target.get("threads") or target.get("cores") or cand.report.host.threads or 1
     return max(1, min(int(wanted), os.cpu_count() or 1))

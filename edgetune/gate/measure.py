@@ -123,7 +123,7 @@ def measure_interleaved(base: Build, cand: Build, texts: list[str], *, threads: 
     pairs = SessionPairs((base, cand), threads, provider, EPOCH_SECONDS if epoch_seconds is None else epoch_seconds,
                          stop)
     length = ((cand.manifest() or {}).get("material", {}).get("target", {}) or {}).get("sequence_length")
-    runners = pairs.open(texts, int(cand.report["latency_ms"].get("batch_size", 1)), length)
+    runners = pairs.open(texts, cand.report.latency_ms.batch_size, length)
     runtime.warm_up(runners, WARMUP_RUNS)
     t0 = time.perf_counter()
     runtime.warm_up(runners, 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from edgetune.report_json import Report
 from edgetune.runtime import ratio_interval
 
 RESAMPLES = 20000  # bootstrap resamples per interval (exact draws: cheap enough for every check)
@@ -47,9 +48,9 @@ def latency_check(name: str, b: float, c: float, ratio: float, lo: float, hi: fl
     return Check(name, b, c, ratio, (lo, hi), f"lower bound > {limit:.2f} fails", verdict, message, "ms", seconds)
 
 
-def accuracy_checks(base: dict, cand: dict, max_drop: float) -> list[Check]:
-    b, c = float(base["accuracy"]), float(cand["accuracy"])
-    n = int(cand["test_examples"])
+def accuracy_checks(base: Report, cand: Report, max_drop: float) -> list[Check]:
+    b, c = base.accuracy, cand.accuracy
+    n = cand.test_examples
     floor = b - max_drop
     drop = b - c
     examples = f"{drop * n:.0f} of {n} test examples" if n else ""
@@ -60,25 +61,23 @@ def accuracy_checks(base: dict, cand: dict, max_drop: float) -> list[Check]:
     else:
         acc = Check("accuracy", b, c, c - b, None, f"< {floor:.4f} fails", "pass",
                     f"accuracy: candidate {c:.4f}, baseline {b:.4f} (difference {c - b:+.4f}; limit -{max_drop:g})")
-    bf, cf = float(base["macro_f1"]), float(cand["macro_f1"])
+    bf, cf = base.macro_f1, cand.macro_f1
     f1 = Check("macro-F1", bf, cf, cf - bf, None, "info only", "info",
                f"macro-F1: candidate {cf:.4f}, baseline {bf:.4f} (difference {cf - bf:+.4f}; reported, not gated)")
     return [acc, f1]
 
 
-def recorded_latency(base: dict, cand: dict, max_slowdown: float) -> list[Check]:
-    """Latency checks from what two reports recorded: their samples, else their intervals, else the plain ratio."""
+def recorded_latency(base: Report, cand: Report, max_slowdown: float) -> list[Check]:
+    """Latency checks from what two reports recorded: their samples, else their intervals."""
     checks = []
-    lb, lc = base["latency_ms"], cand["latency_ms"]
+    lb, lc = base.latency_ms, cand.latency_ms
     for name, q in LATENCY_QUANTILES.items():
         key = "p95" if q == 95 else "p50"
-        b, c = float(lb[key]), float(lc[key])
-        if lb.get("samples") and lc.get("samples"):
-            ratio, lo, hi = ratio_interval(lb["samples"], lc["samples"], q, RESAMPLES)
-        elif lb.get(f"{key}_ci") and lc.get(f"{key}_ci"):
-            ratio, lo, hi = ratio_interval_from_cis(b, lb[f"{key}_ci"], c, lc[f"{key}_ci"])
+        b, c = getattr(lb, key), getattr(lc, key)
+        if lb.samples and lc.samples:
+            ratio, lo, hi = ratio_interval(lb.samples, lc.samples, q, RESAMPLES)
         else:
-            ratio = lo = hi = c / b
+            ratio, lo, hi = ratio_interval_from_cis(b, getattr(lb, f"{key}_ci"), c, getattr(lc, f"{key}_ci"))
         checks.append(latency_check(name, b, c, ratio, lo, hi, max_slowdown, recorded=True))
     return checks
 
