@@ -20,28 +20,26 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.console import log, progress
-from edgetune.data import Split, pad_batch
+from edgetune import runtime
+from edgetune.data import Split
 from edgetune.errors import StageFailed
 
 Quantize = Callable[..., None]  # quantize(dst, exclude=(...), only=[...] | None)
 
 
-def feeds_of(texts: Sequence[str], tokenizer, names, max_length: int, batch_size: int = 32) -> tuple[list[dict], np.ndarray]:
-    """Padded batches of similar lengths, and the order their rows came from."""
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    order = np.argsort([len(row) for row in ids], kind="stable")
-    feeds = []
-    for start in range(0, len(order), batch_size):
-        batch = pad_batch([ids[i] for i in order[start : start + batch_size]], tokenizer.pad_token_id)
-        feeds.append({n: batch[n] for n in names})
+def feeds_of(texts: Sequence[str], tokenizer, model: Path, batch_size: int = 32) -> tuple[list[dict], np.ndarray]:
+    """Padded batches of similar lengths (the runtime's feeds, with the bundle's tokenizer), and the order their
+    rows came from. Every candidate graph has the float graph's inputs, so one set of feeds serves them all."""
+    session = runtime.open_session(model, threads=0)
+    order = np.argsort([sum(e.attention_mask) for e in tokenizer.encode_batch(list(texts))], kind="stable")
+    feeds = [runtime.encode([texts[i] for i in order[start : start + batch_size]], tokenizer, session)
+             for start in range(0, len(order), batch_size)]
     return feeds, order
 
 
 def logits_of(model: Path, feeds: list[dict], order: np.ndarray) -> np.ndarray:
     """The model's logits for every row, in the texts' original order."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    session = runtime.open_session(model, threads=0)  # 0: onnxruntime's default, one thread per core
     out = np.concatenate([session.run(None, feed)[0] for feed in feeds])
     result = np.empty_like(out)
     result[order] = out
@@ -69,16 +67,15 @@ def rank_nodes(quantize: Quantize, candidates: list[tuple[str, str]], float_grap
 
 
 def accuracy_aware(quantize: Quantize, *, shipped: Path, reference: Path, float_graph: Path,
-                   candidates: list[tuple[str, str]], validation: Split, tokenizer,
-                   names, max_length: int, tolerance: float, cap: int | None, source: str,
-                   work: Path) -> tuple[dict[str, str], dict]:
+                   candidates: list[tuple[str, str]], validation: Split, tokenizer, tolerance: float,
+                   cap: int | None, source: str, work: Path) -> tuple[dict[str, str], dict]:
     """Check `shipped` against `reference` (the fp32 export) on validation; re-quantize it within tolerance.
 
     Returns ({node kept float: why}, {"metrics", "summary", "table", "nodes"}); rewrites `shipped` when nodes are
     kept float; raises StageFailed when no allowed number of float nodes meets the tolerance.
     """
     labels = np.asarray(validation.labels)
-    feeds, order = feeds_of(validation.texts, tokenizer, names, max_length)
+    feeds, order = feeds_of(validation.texts, tokenizer, reference)
 
     def accuracy(model: Path) -> float:
         return float(np.mean(logits_of(model, feeds, order).argmax(-1) == labels))
