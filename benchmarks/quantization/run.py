@@ -44,11 +44,13 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 
-from edgetune import runtime
+from edgetune import quantizers, runtime
 from edgetune.console import quiet_libraries
-from edgetune.runtime import cpu_model_and_flags, percentile_ci, speed_verdict
 from edgetune.metrics import classification_scores
+from edgetune.quantizers.graph import fuse
+from edgetune.quantizers.int8_dynamic import int8_dynamic
 from edgetune.recipe import load_recipe
+from edgetune.runtime import cpu_model_and_flags, percentile_ci, speed_verdict
 from edgetune.stages import quantize as stage
 from edgetune.targets import load_target
 
@@ -106,21 +108,23 @@ def build_variants(export: Path, data: Path, work: Path, target_name: str, keep_
 
     def fusions() -> Variant:
         started = time.perf_counter()
-        stage.fuse(raw, work / "fused.onnx", config)
+        fuse(raw, work / "fused.onnx", config)
         return Variant("fp32 + fusions", work / "fused.onnx", export, time.perf_counter() - started)
 
     reuse_or_build("fp32 + fusions", fusions)
     fused = work / "fused.onnx"
     weight_only = work / "fused-weight-only.onnx"  # what the stage fuses for int4: attention and embeddings unfused
     if not weight_only.is_file():
-        stage.fuse(raw, weight_only, config, weight_only=True)
+        fuse(raw, weight_only, config, weight_only=True)
 
     def add(name: str, source: Path, note: str = "", **changes) -> None:
         def make() -> Variant:
             q = dataclasses.replace(base, **changes)
             path = work / (name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "") + ".onnx")
             started = time.perf_counter()
-            stage.make_method(q, preset, source, work, texts, tokenizer, names, max_length)(path)
+            quantizer = quantizers.get(q.method)(q, preset, source, work)
+            quantizer.prepare(texts, tokenizer, names, max_length)
+            quantizer.quantize(path)
             (work / "calibration.json").unlink(missing_ok=True)
             return Variant(name, path, export, time.perf_counter() - started, note)
 
@@ -172,8 +176,8 @@ def pruned_variant(export: Path, recipe, work: Path, config: dict, preset, keep_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_stage.export_onnx(model, names, folder / "fp32.onnx", recipe.export.opset, sample)
-    stage.fuse(folder / "fp32.onnx", folder / "fused.onnx", config)
-    stage.int8_dynamic(folder / "fused.onnx", folder / "model.onnx", preset)
+    fuse(folder / "fp32.onnx", folder / "fused.onnx", config)
+    int8_dynamic(folder / "fused.onnx", folder / "model.onnx", preset)
     note = f"{int(stats['pruned_vocab_size'])} of {int(stats['original_vocab_size'])} tokens"
     return Variant(name, folder / "model.onnx", folder, time.perf_counter() - started, note)
 
