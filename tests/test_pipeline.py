@@ -77,6 +77,13 @@ def test_labels_are_the_training_labels_in_sorted_order(base_build):
 
 # --- the report ------------------------------------------------------------------------------------------
 
+def test_the_bench_report_reads_back_through_the_typed_definition(base_build):
+    from edgetune import report_json
+
+    report = report_json.read(base_build.out / "rpi5" / "report.json")
+    assert report.target == "rpi5" and report.latency_ms.runs == len(report.latency_ms.samples)
+
+
 def test_report_has_the_documented_keys(report):
     assert report["target"] == "rpi5"
     assert {"cpu", "cores", "threads", "onnxruntime"} <= set(report["host"])
