@@ -103,29 +103,10 @@ def remote_bench(bundle_dir: Path, target: Target, settings, texts: list[str], *
     script = device_script()
     params = bench_settings(target, settings, seed=seed)
 
-    found = run_json(remote, ["probe", remote.dir, json.dumps(params)], script, PROBE_TIMEOUT_S, "probe")
-    if found["missing"]:
-        names = ", ".join(found["missing"])
-        detail = "; ".join(f"{k}: {v}" for k, v in found["missing"].items())
-        raise BadInput(f"{remote.address}: {remote.python} on the device cannot import {names} ({detail[:300]}); "
-                       f"install them there (`{remote.python} -m pip install {REQUIREMENTS}`) or point "
-                       "remote.python at an interpreter that has them")
-    if target.execution_provider not in found.get("providers", [target.execution_provider]):
-        raise BadInput(f"{remote.address}: the device's onnxruntime lacks {target.execution_provider} (it has "
-                       f"{', '.join(found['providers'])}); install the build with that provider there (e.g. "
-                       "onnxruntime-gpu for CUDAExecutionProvider) or bench a CPU target")
-
+    found = probe(remote, target, script, params)
     local = local_files(bundle_dir, texts)
-    expected = {name: digest for name, (digest, _) in local.items()}
-    changed = [name for name, (digest, _) in local.items() if found["files"].get(name) != digest]
-    need = sum(len(local[name][1]) if isinstance(local[name][1], bytes) else local[name][1].stat().st_size
-               for name in changed)
-    if need and need * 1.05 + (1 << 20) > found["free_bytes"]:
-        raise disk_full(remote, found["dir"], found["free_bytes"], need)
-    if changed:
-        send(remote, found["dir"], {name: local[name][1] for name in changed}, need)
-
-    params["expected_files"] = expected
+    changed, need = sync(remote, found, local)
+    params["expected_files"] = {name: digest for name, (digest, _) in local.items()}
     timeout = settings.warmup_runs * 2 + settings.max_seconds * 2 + 300
     result = run_json(remote, ["bench", remote.dir, json.dumps(params)], script, timeout, "bench")
     lengths = result["sequence_lengths"]
@@ -142,6 +123,34 @@ def remote_bench(bundle_dir: Path, target: Target, settings, texts: list[str], *
                    "sent": sorted(changed), "reused": sorted(set(local) - set(changed)), "bytes_sent": need,
                    "seconds": round(time.perf_counter() - started, 2)},
     }
+
+
+def probe(remote: Remote, target: Target, script: bytes, params: dict) -> dict:
+    """What the device has: packages, providers, the files already there, free disk; BadInput when it cannot bench."""
+    found = run_json(remote, ["probe", remote.dir, json.dumps(params)], script, PROBE_TIMEOUT_S, "probe")
+    if found["missing"]:
+        names = ", ".join(found["missing"])
+        detail = "; ".join(f"{k}: {v}" for k, v in found["missing"].items())
+        raise BadInput(f"{remote.address}: {remote.python} on the device cannot import {names} ({detail[:300]}); "
+                       f"install them there (`{remote.python} -m pip install {REQUIREMENTS}`) or point "
+                       "remote.python at an interpreter that has them")
+    if target.execution_provider not in found.get("providers", [target.execution_provider]):
+        raise BadInput(f"{remote.address}: the device's onnxruntime lacks {target.execution_provider} (it has "
+                       f"{', '.join(found['providers'])}); install the build with that provider there (e.g. "
+                       "onnxruntime-gpu for CUDAExecutionProvider) or bench a CPU target")
+    return found
+
+
+def sync(remote: Remote, found: dict, local: dict[str, tuple[str, Path | bytes]]) -> tuple[list[str], int]:
+    """Send the files whose sha256 differs from the device's copy: (the names sent, their bytes)."""
+    changed = [name for name, (digest, _) in local.items() if found["files"].get(name) != digest]
+    need = sum(len(local[name][1]) if isinstance(local[name][1], bytes) else local[name][1].stat().st_size
+               for name in changed)
+    if need and need * 1.05 + (1 << 20) > found["free_bytes"]:
+        raise disk_full(remote, found["dir"], found["free_bytes"], need)
+    if changed:
+        send(remote, found["dir"], {name: local[name][1] for name in changed}, need)
+    return changed, need
 
 
 def check_local_files(remote: Remote) -> None:

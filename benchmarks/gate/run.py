@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -167,14 +166,10 @@ def summarise(gates: list[dict]) -> dict:
 
 
 def host() -> dict:
-    from edgetune.runtime import cpu_model_and_flags
+    from edgetune.runtime import describe_host
 
-    cpu, flags = cpu_model_and_flags()
-    import importlib.metadata
-
-    return {"cpu": cpu, "arch": platform.machine(), "cores": os.cpu_count(), "flags": flags,
-            "onnxruntime": importlib.metadata.version("onnxruntime"), "python": platform.python_version(),
-            "os": f"{platform.system()} {platform.release()}"}
+    described = describe_host(os.cpu_count() or 1, "CPUExecutionProvider")
+    return {k: described[k] for k in ("cpu", "arch", "cores", "flags", "onnxruntime", "python", "os")}
 
 
 def markdown(result: dict) -> str:

@@ -300,10 +300,6 @@ def main() -> None:
     truth = np.array([labels.index(r["label"].strip()) for r in rows])
     max_length = json.loads((export / "manifest.json").read_text())["material"]["config"]["data"]["max_length"]
     measured = measure(variants, texts, truth, labels, args.threads, args.seconds, max_length)
-    cpu, flags = cpu_model_and_flags()
-    import importlib.metadata
-    import platform
-
     preset = load_target(target).quantization
     recipe_calibration = stage.calibration_texts(load_recipe(None, data_dir=data))[1]
     run = {
@@ -313,9 +309,9 @@ def main() -> None:
         "calibration": f"128 texts from {recipe_calibration} (int8 static, int4 gptq)",
         "max_length": max_length, "test_examples": len(texts), "threads": args.threads, "seconds": args.seconds,
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "host": {"cpu": cpu, "arch": platform.machine(), "cores": os.cpu_count(), "flags": flags,
-                 "onnxruntime": importlib.metadata.version("onnxruntime"), "load_before": load_before,
-                 "load_after": [round(x, 2) for x in os.getloadavg()]},
+        "host": {k: v for k, v in runtime.describe_host(args.threads, "CPUExecutionProvider").items()
+                 if k in ("cpu", "arch", "cores", "flags", "onnxruntime")}
+                | {"load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()]},
         **measured,
         "notes": args.note,
     }
