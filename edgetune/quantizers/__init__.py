@@ -47,7 +47,9 @@ class Quantizer:
         """Write the quantized graph to dst, leaving `exclude` float, or quantizing only `only` when given."""
         raise NotImplementedError
 
-    __call__ = quantize  # sensitivity.accuracy_aware calls a method as quantize(dst, exclude=, only=)
+    def __call__(self, dst: Path, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> None:
+        """sensitivity.accuracy_aware calls a method as quantize(dst, exclude=..., only=...)."""
+        self.quantize(dst, exclude, only)
 
     def op_types(self) -> tuple[str, ...]:
         """Op types this method quantizes (with the target's preset)."""
