@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 
 from edgetune.errors import BadInput
+from edgetune.runtime import file_sha256
 
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".tmp-"
@@ -24,14 +24,6 @@ def require_bundle(bundle: Path, target_name: str, texts: list[str], use: str) -
     if not texts:
         raise BadInput(f"{use} needs at least one text to run the bundle on")
     return bundle
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_hashes(folder: Path) -> dict[str, str]:

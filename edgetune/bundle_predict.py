@@ -2,7 +2,8 @@
 
     python predict.py "turn off the kitchen lights" ["another utterance" ...]
 
-Prints one line per text: the label, a tab, and its probability.
+Prints one line per text: the label, a tab, and its probability. Tokenizing and running the model is
+edgetune_runtime.py's (shipped beside this file), the code edgetune measured the bundle with.
 """
 
 import json
@@ -10,43 +11,26 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-from tokenizers import Tokenizer
+
+try:
+    import edgetune_runtime as runtime  # beside predict.py in a bundle
+except ImportError:
+    from edgetune import runtime  # imported from an edgetune checkout
 
 HERE = Path(__file__).resolve().parent
 
 
-def load_tokenizer(folder=HERE, settings=None):
-    """tokenizer.json with the bundle's truncation and padding (preprocess.json)."""
+def load(folder=HERE, threads=None, provider="CPUExecutionProvider"):
+    """(tokenizer, session, labels) of the bundle in `folder`; `threads` None lets onnxruntime pick."""
     folder = Path(folder)
-    settings = settings or json.loads((folder / "preprocess.json").read_text())
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.enable_truncation(settings["max_length"])
-    tokenizer.enable_padding(pad_id=settings["pad_id"], pad_token=settings["pad_token"])
-    return tokenizer
-
-
-def load(folder=HERE, options=None, providers=("CPUExecutionProvider",)):
-    folder = Path(folder)
-    tokenizer = load_tokenizer(folder)
-    session = ort.InferenceSession(str(folder / "model.onnx"), sess_options=options, providers=list(providers))
+    tokenizer = runtime.load_tokenizer(folder)
+    session = runtime.open_session(folder / "model.onnx", threads or 0, provider)
     labels = json.loads((folder / "labels.json").read_text())
     return tokenizer, session, labels
 
 
-def encode(texts, tokenizer, session):
-    """The feed for `session`: int64 arrays padded to the batch's longest text."""
-    encodings = tokenizer.encode_batch(list(texts))
-    arrays = {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-    }
-    return {i.name: arrays[i.name] for i in session.get_inputs()}
-
-
 def predict(texts, tokenizer, session, labels):
-    logits = session.run(None, encode(texts, tokenizer, session))[0]
+    logits = runtime.logits(list(texts), tokenizer, session)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     return [(labels[int(row.argmax())], float(row.max())) for row in probs]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import sys
 from pathlib import Path
 
@@ -76,16 +75,18 @@ def print_summary(outcomes, report_dir: Path | None) -> None:
         table.add_row(o.stage, o.status, f"{o.seconds:.1f} s" if o.seconds else "-", key_metric(o.metrics), str(o.folder))
     console.print(table)
     if report_dir and (report_dir / "report.json").exists():
-        report = json.loads((report_dir / "report.json").read_text())
-        lat = report["latency_ms"]
-        console.print(f"[bold]{report['target']}[/bold]: p95 {lat['p95']:.2f} ms [{lat['p95_ci'][0]:.2f}, {lat['p95_ci'][1]:.2f}], "
-                      f"accuracy {report['accuracy']:.4f} (teacher {report['teacher']['accuracy']:.4f}), "
-                      f"{report['size_bytes'] / 1e6:.1f} MB")
-        note = escape(report["note"])
-        console.print(f"[yellow]{note}[/yellow]" if not report["measured_on_target"] else note)
-        for name, b in report["budgets"].items():
-            mark = "[green]ok[/green]" if b["ok"] else "[red]over budget[/red]"
-            console.print(f"  budget {name}: {b['value']} (limit {b['limit']}) {mark}")
+        from edgetune import report_json
+
+        report = report_json.read(report_dir / "report.json")
+        lat = report.latency_ms
+        console.print(f"[bold]{report.target}[/bold]: p95 {lat.p95:.2f} ms [{lat.p95_ci[0]:.2f}, {lat.p95_ci[1]:.2f}], "
+                      f"accuracy {report.accuracy:.4f} (teacher {report.teacher.accuracy:.4f}), "
+                      f"{report.size_bytes / 1e6:.1f} MB")
+        note = escape(report.note)
+        console.print(f"[yellow]{note}[/yellow]" if not report.measured_on_target else note)
+        for name, b in report.budgets.items():
+            mark = "[green]ok[/green]" if b.ok else "[red]over budget[/red]"
+            console.print(f"  budget {name}: {b.value} (limit {b.limit}) {mark}")
         console.print(escape(f"bundle: {report_dir / 'bundle'}   report: {report_dir / 'report.md'}"))
 
 
@@ -168,9 +169,11 @@ def status(out, target, recipe, overrides):
                               key_metric(manifest["metrics"]))
         console.print(table if entries else f"nothing cached under {out}")
         for report_path in sorted(out.glob("*/report.json")):
-            report = json.loads(report_path.read_text())
-            console.print(f"built {report['target']}: p95 {report['latency_ms']['p95']:.2f} ms, accuracy "
-                          f"{report['accuracy']:.4f}, {report['size_bytes'] / 1e6:.1f} MB ({report_path.parent})")
+            from edgetune import report_json
+
+            report = report_json.read(report_path)
+            console.print(f"built {report.target}: p95 {report.latency_ms.p95:.2f} ms, accuracy "
+                          f"{report.accuracy:.4f}, {report.size_bytes / 1e6:.1f} MB ({report_path.parent})")
         if target:
             from edgetune.recipe import load_recipe
             from edgetune.targets import load_target

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgetune.errors import BadInput
 from edgetune.recipe import DataConfig
+from edgetune.runtime import file_sha256
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def file_digest(path: str | Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return file_sha256(path)
     except FileNotFoundError:
         raise BadInput(f"{path}: file not found") from None
 

@@ -31,11 +31,12 @@ import numpy as np
 
 from edgetune import artifacts
 from edgetune.errors import BadInput, StageFailed
+from edgetune.runtime import cpu_model_and_flags, file_sha256
+from edgetune.remote import device_script
 from edgetune.targets import Target
 
 SUITE = "trixie"  # Debian 13: python3.13; pinned so a cache entry means one userland
 PACKAGES = ("python3", "libgomp1", "libstdc++6")
-SCRIPT = Path(__file__).with_name("on_device.py")
 NOTE = ("Correctness only, no timing: the bundle ran under qemu user-mode emulation of the target's CPU "
         "(aarch64 onnxruntime wheel, ARM kernels); emulated time says nothing about the device's latency.")
 
@@ -210,7 +211,9 @@ def emulated_logits(bundle: Path, texts: list[str], settings: dict, target: Targ
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "texts.json").write_text(json.dumps(texts))
         out = Path(tmp) / "arm.npy"
-        command = emulated_command(root, site, qemu_cpu, cpuinfo, [str(SCRIPT), "logits", str(bundle.resolve()),
+        script = Path(tmp) / "on_device.py"  # the one file a board gets: on_device.py with the runtime inlined
+        script.write_bytes(device_script())
+        command = emulated_command(root, site, qemu_cpu, cpuinfo, [str(script), "logits", str(bundle.resolve()),
                                                                     str(Path(tmp) / "texts.json"), str(out), json.dumps(settings)])
         proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
         if proc.returncode != 0 or not out.exists():
@@ -274,15 +277,13 @@ def verify_bundle(bundle: Path, target: Target, texts: list[str], truth: list[in
     host, host_info = host_logits(bundle, texts, settings)
     if host.shape != arm.shape:
         raise StageFailed(f"logit shapes differ: host {host.shape}, aarch64 {arm.shape}")
-    from edgetune.host import cpu_model_and_flags
-
     return {
         "schema_version": 1,
         "kind": "emulated-correctness",
         "note": NOTE,
         "target": target.name,
         "bundle": str(bundle.resolve()),
-        "model_sha256": artifacts.file_sha256(bundle / "model.onnx"),
+        "model_sha256": file_sha256(bundle / "model.onnx"),
         "texts_source": texts_source,
         "texts_sha256": hashlib.sha256(json.dumps(texts).encode()).hexdigest(),
         "settings": settings,

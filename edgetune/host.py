@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
-import platform
-
+from edgetune.runtime import INTERESTING_FLAGS, cpu_model_and_flags, describe_host
 from edgetune.targets import Target
 
-INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "asimddp", "i8mm", "sve")
-
-
-def cpu_model_and_flags() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            if key in ("model name", "hardware") and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key in ("flags", "features"):
-                flags.update(value.split())
-    except OSError:
-        pass
-    return model, sorted(f for f in flags if f in INTERESTING_FLAGS)
+# cpu_model_and_flags is the runtime's, named here too for the modules that ask this one about the host.
+__all__ = ["INTERESTING_FLAGS", "cpu_model_and_flags", "describe", "target_mismatch"]
 
 
 def describe(target: Target) -> dict:
-    cpu, flags = cpu_model_and_flags()
-    cores = os.cpu_count() or 1
-    threads = min(target.intra_op_threads, cores)
-    host = {
-        "cpu": cpu,
-        "arch": platform.machine(),
-        "flags": flags,
-        "cores": cores,
-        "threads": threads,
-        "onnxruntime": importlib.metadata.version("onnxruntime"),
-        "execution_provider": target.execution_provider,
-        "python": platform.python_version(),
-        "os": f"{platform.system()} {platform.release()}",
-    }
-    if threads < target.intra_op_threads:
-        host["threads_note"] = f"target has {target.intra_op_threads} threads; capped at this host's {cores} cores"
-    return host
+    """This host, as the runtime describes any machine, for the target's threads and execution provider."""
+    return describe_host(target.intra_op_threads, target.execution_provider)
 
 
 def target_mismatch(target: Target, host: dict) -> str | None:

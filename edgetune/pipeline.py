@@ -39,7 +39,7 @@ def _calibration_files(recipe: Recipe) -> dict[str, str | None]:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    upstream: tuple[str, ...]  # stages whose keys chain into this one's
+    upstream: tuple[str, ...]  # stages whose folders it reads (and only those); their keys chain into this one's
     sections: tuple[str, ...]  # recipe sections the stage reads
     target_fields: tuple[str, ...]  # slice of the target profile that changes its output
     files: Callable[[Recipe], dict[str, str | None]]  # external files hashed into the key
@@ -65,7 +65,7 @@ STAGES: tuple[Stage, ...] = (
           summary="graph fusions + int8/int4 quantization with the target's preset"),
     Stage("baseline", ("teacher",), ("data", "export"), (), _data_files, 2,
           summary="the teacher as fp32 ONNX: the reference for speed-ups"),
-    Stage("bench", ("teacher", "export", "quantize", "baseline"), ("data", "bench"), ("*",), lambda r: {}, 1,
+    Stage("bench", ("teacher", "distill", "export", "quantize", "baseline"), ("data", "bench"), ("*",), lambda r: {}, 1,
           cacheable=False, summary="latency, size and accuracy on this host; bundle and report"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -73,6 +73,38 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 
 def stage(name: str) -> Stage:
     return STAGES[STAGE_NAMES.index(name)]
+
+
+def ancestors(name: str) -> tuple[str, ...]:
+    """`name` and every stage it reads from, transitively, in table order: what `edgetune NAME` builds."""
+    wanted, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current not in wanted:
+            wanted.add(current)
+            todo.extend(stage(current).upstream)
+    return tuple(n for n in STAGE_NAMES if n in wanted)
+
+
+def descendants(name: str) -> tuple[str, ...]:
+    """`name` and every stage that reads from it, transitively, in table order: what `--force NAME` rebuilds."""
+    found = {name}
+    for s in STAGES:  # the table lists a stage after its upstream, so one pass sees every path
+        if found.intersection(s.upstream):
+            found.add(s.name)
+    return tuple(n for n in STAGE_NAMES if n in found)
+
+
+class StageInputs(dict):
+    """The folders of a stage's declared upstream; reading any other is a bug in the stage, named as such."""
+
+    def __init__(self, stage_name: str, folders: dict[str, Path]):
+        super().__init__({u: folders[u] for u in stage(stage_name).upstream})
+        self.stage_name = stage_name
+
+    def __missing__(self, key: str) -> Path:
+        raise KeyError(f"stage {self.stage_name} read the {key} folder, which it does not declare upstream "
+                       f"(declared: {', '.join(self) or 'none'}); add {key!r} to its upstream in edgetune/pipeline.py")
 
 
 def library_versions() -> dict[str, str]:
@@ -170,7 +202,8 @@ def run(
     force: str | None = None,
     measure: bool = False,
 ) -> list[Outcome]:
-    """Run stages up to `until`. Cached stages are reused unless at or after `force`.
+    """Run `until` and the stages it reads from (its ancestors), each handed only its declared upstream folders.
+    Cached stages are reused, except `force` and its descendants.
 
     `measure`: bench even when the bundle and its report are current (the `bench` command sets it).
     """
@@ -178,49 +211,60 @@ def run(
         raise BadInput(f"unknown stage '{until}'; stages: {', '.join(STAGE_NAMES)}")
     if force is not None and force not in STAGE_NAMES:
         raise BadInput(f"--force {force}: unknown stage; stages: {', '.join(STAGE_NAMES)}")
+    if force is not None and force not in ancestors(until):
+        raise BadInput(f"--force {force}: `edgetune {until}` does not run {force} (it runs "
+                       f"{', '.join(ancestors(until))}); force one of those, or run `edgetune build --force {force}`")
     preflight(recipe, target)
     out_root = Path(out_root)
     artifacts.remove_stale_staging(out_root)
     prints = fingerprints(recipe, target)
-    forced_from = STAGE_NAMES.index(force) if force else len(STAGES)
+    forced = set(descendants(force)) if force else set()
     folders: dict[str, Path] = {}
     outcomes = []
-    for index, s in enumerate(STAGES[: STAGE_NAMES.index(until) + 1]):
-        key = prints[s.name]["key"]
-        forced = index >= forced_from
-        if s.cacheable:
-            folder = cache_dir(out_root, s.name, key)
-            manifest = artifacts.read_manifest(folder)
-            if manifest and not forced:
-                folders[s.name] = folder
-                outcomes.append(Outcome(s.name, "cached", 0.0, folder, manifest.get("metrics", {})))
-                continue
-        else:
-            folder = out_root / target.name
-            report = artifacts.read_manifest(folder / "bundle")
-            if report and report.get("key") == key and not (forced or measure):
-                folders[s.name] = folder
-                outcomes.append(Outcome(s.name, "up to date", 0.0, folder, report.get("metrics", {})))
-                continue
-        console.rule(f"[bold]{s.name}[/bold]: {s.summary}")
-        quiet_libraries()
-        started = time.perf_counter()
-        with artifacts.staging(folder) as tmp:
-            metrics = s.run(recipe, inputs=dict(folders), out_dir=tmp, target=target)
-            seconds = time.perf_counter() - started
-            manifest = {
-                "stage": s.name,
-                "key": key,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "seconds": round(seconds, 2),
-                "metrics": metrics,
-                "recipe": recipe.source,
-                "material": prints[s.name]["material"],
-            }
-            manifest_dir = tmp / "bundle" if not s.cacheable else tmp
-            manifest["files"] = artifacts.folder_hashes(manifest_dir)
-            artifacts.write_json(manifest_dir / artifacts.MANIFEST, manifest)  # last: marks the entry complete
-            artifacts.publish(tmp, folder)
-        folders[s.name] = folder
-        outcomes.append(Outcome(s.name, "measured" if not s.cacheable else "built", seconds, folder, metrics))
+    for s in (stage(name) for name in ancestors(until)):
+        outcome = _reuse(s, prints[s.name]["key"], out_root, target, forced=s.name in forced, measure=measure)
+        if outcome is None:
+            outcome = _build(s, recipe, target, out_root, prints[s.name], StageInputs(s.name, folders))
+        folders[s.name] = outcome.folder
+        outcomes.append(outcome)
     return outcomes
+
+
+def _reuse(s: Stage, key: str, out_root: Path, target: Target, *, forced: bool, measure: bool) -> Outcome | None:
+    """The cached entry (or the current report, for bench) when it may be reused; None when the stage must run."""
+    if forced:
+        return None
+    if s.cacheable:
+        folder = cache_dir(out_root, s.name, key)
+        manifest = artifacts.read_manifest(folder)
+        return Outcome(s.name, "cached", 0.0, folder, manifest.get("metrics", {})) if manifest else None
+    folder = out_root / target.name
+    report = artifacts.read_manifest(folder / "bundle")
+    if report and report.get("key") == key and not measure:
+        return Outcome(s.name, "up to date", 0.0, folder, report.get("metrics", {}))
+    return None
+
+
+def _build(s: Stage, recipe: Recipe, target: Target, out_root: Path, fingerprint: dict,
+           inputs: StageInputs) -> Outcome:
+    folder = cache_dir(out_root, s.name, fingerprint["key"]) if s.cacheable else out_root / target.name
+    console.rule(f"[bold]{s.name}[/bold]: {s.summary}")
+    quiet_libraries()
+    started = time.perf_counter()
+    with artifacts.staging(folder) as tmp:
+        metrics = s.run(recipe, inputs=inputs, out_dir=tmp, target=target)
+        seconds = time.perf_counter() - started
+        manifest = {
+            "stage": s.name,
+            "key": fingerprint["key"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(seconds, 2),
+            "metrics": metrics,
+            "recipe": recipe.source,
+            "material": fingerprint["material"],
+        }
+        manifest_dir = tmp / "bundle" if not s.cacheable else tmp
+        manifest["files"] = artifacts.folder_hashes(manifest_dir)
+        artifacts.write_json(manifest_dir / artifacts.MANIFEST, manifest)  # last: marks the entry complete
+        artifacts.publish(tmp, folder)
+    return Outcome(s.name, "measured" if not s.cacheable else "built", seconds, folder, metrics)

@@ -32,7 +32,19 @@ from edgetune.targets import Remote, Target
 CONNECT_TIMEOUT_S = 8  # TCP connect; the whole probe is capped by PROBE_TIMEOUT_S
 PROBE_TIMEOUT_S = 18  # every failure to reach, log in or find onnxruntime is reported within 20 s
 SCRIPT = Path(__file__).with_name("on_device.py")
+RUNTIME = Path(__file__).with_name("runtime.py")
 REQUIREMENTS = "onnxruntime numpy tokenizers"
+
+
+def device_script() -> bytes:
+    """on_device.py with edgetune/runtime.py inlined in front of it as the module `edgetune_runtime`: one file that
+    runs on a bare interpreter (over ssh on stdin, under emulation), timing by the very rules the host uses."""
+    preamble = ("import sys, types\n"
+                "edgetune_runtime = types.ModuleType('edgetune_runtime')\n"
+                "sys.modules['edgetune_runtime'] = edgetune_runtime  # before exec: dataclasses look their module up\n"
+                f"exec(compile({RUNTIME.read_text()!r}, 'edgetune_runtime.py', 'exec'), edgetune_runtime.__dict__)\n"
+                "del sys, types\n")
+    return (preamble + SCRIPT.read_text()).encode()
 
 
 def parse_remote(spec: str, base: Remote | None = None) -> Remote:
@@ -64,13 +76,10 @@ def ssh_command(remote: Remote) -> list[str]:
 
 
 def bench_settings(target: Target, settings, *, seed: int = 0) -> dict:
-    from edgetune.host import INTERESTING_FLAGS
-
     return {"threads": target.intra_op_threads, "provider": target.execution_provider,
             "batch_size": target.batch_size, "sequence_length": target.sequence_length, "seed": seed,
             "warmup_runs": settings.warmup_runs, "min_runs": settings.min_runs, "max_runs": settings.max_runs,
-            "max_seconds": settings.max_seconds, "ci_relative_halfwidth": settings.ci_relative_halfwidth,
-            "interesting_flags": list(INTERESTING_FLAGS)}
+            "max_seconds": settings.max_seconds, "ci_relative_halfwidth": settings.ci_relative_halfwidth}
 
 
 def remote_bench(bundle_dir: Path, target: Target, settings, texts: list[str], *, seed: int = 0,
@@ -84,8 +93,6 @@ def remote_bench(bundle_dir: Path, target: Target, settings, texts: list[str], *
     Raises BadInput (host key, login, missing packages, bad profile) or StageFailed (unreachable, disk full,
     the bench failing on the device), each naming the host and the fix.
     """
-    from edgetune.latency import Latency
-
     remote = remote or target.remote
     if remote is None:
         raise BadInput(f"target {target.name} has no remote: add `remote: {{host: ..., user: ...}}` to "
@@ -93,39 +100,19 @@ def remote_bench(bundle_dir: Path, target: Target, settings, texts: list[str], *
     check_local_files(remote)
     bundle_dir = require_bundle(bundle_dir, target.name, texts, "remote bench")
     started = time.perf_counter()
-    script = SCRIPT.read_bytes()
+    script = device_script()
     params = bench_settings(target, settings, seed=seed)
 
-    found = run_json(remote, ["probe", remote.dir, json.dumps(params)], script, PROBE_TIMEOUT_S, "probe")
-    if found["missing"]:
-        names = ", ".join(found["missing"])
-        detail = "; ".join(f"{k}: {v}" for k, v in found["missing"].items())
-        raise BadInput(f"{remote.address}: {remote.python} on the device cannot import {names} ({detail[:300]}); "
-                       f"install them there (`{remote.python} -m pip install {REQUIREMENTS}`) or point "
-                       "remote.python at an interpreter that has them")
-    if target.execution_provider not in found.get("providers", [target.execution_provider]):
-        raise BadInput(f"{remote.address}: the device's onnxruntime lacks {target.execution_provider} (it has "
-                       f"{', '.join(found['providers'])}); install the build with that provider there (e.g. "
-                       "onnxruntime-gpu for CUDAExecutionProvider) or bench a CPU target")
-
+    found = probe(remote, target, script, params)
     local = local_files(bundle_dir, texts)
-    expected = {name: digest for name, (digest, _) in local.items()}
-    changed = [name for name, (digest, _) in local.items() if found["files"].get(name) != digest]
-    need = sum(len(local[name][1]) if isinstance(local[name][1], bytes) else local[name][1].stat().st_size
-               for name in changed)
-    if need and need * 1.05 + (1 << 20) > found["free_bytes"]:
-        raise disk_full(remote, found["dir"], found["free_bytes"], need)
-    if changed:
-        send(remote, found["dir"], {name: local[name][1] for name in changed}, need)
-
-    params["expected_files"] = expected
+    changed, need = sync(remote, found, local)
+    params["expected_files"] = {name: digest for name, (digest, _) in local.items()}
     timeout = settings.warmup_runs * 2 + settings.max_seconds * 2 + 300
     result = run_json(remote, ["bench", remote.dir, json.dumps(params)], script, timeout, "bench")
-    latency = Latency(result["samples_ms"], result["stopped_because"])
     lengths = result["sequence_lengths"]
     return {
         "host": result["host"],
-        "latency_ms": latency.summary() | {
+        "latency_ms": result["latency_ms"] | {  # the device's own summary: edgetune.runtime's, computed there
             "batch_size": target.batch_size,
             "sequence_length": {"min": min(lengths), "median": float(statistics.median(lengths)), "max": max(lengths)}},
         "samples_ms": result["samples_ms"],
@@ -138,6 +125,34 @@ def remote_bench(bundle_dir: Path, target: Target, settings, texts: list[str], *
     }
 
 
+def probe(remote: Remote, target: Target, script: bytes, params: dict) -> dict:
+    """What the device has: packages, providers, the files already there, free disk; BadInput when it cannot bench."""
+    found = run_json(remote, ["probe", remote.dir, json.dumps(params)], script, PROBE_TIMEOUT_S, "probe")
+    if found["missing"]:
+        names = ", ".join(found["missing"])
+        detail = "; ".join(f"{k}: {v}" for k, v in found["missing"].items())
+        raise BadInput(f"{remote.address}: {remote.python} on the device cannot import {names} ({detail[:300]}); "
+                       f"install them there (`{remote.python} -m pip install {REQUIREMENTS}`) or point "
+                       "remote.python at an interpreter that has them")
+    if target.execution_provider not in found.get("providers", [target.execution_provider]):
+        raise BadInput(f"{remote.address}: the device's onnxruntime lacks {target.execution_provider} (it has "
+                       f"{', '.join(found['providers'])}); install the build with that provider there (e.g. "
+                       "onnxruntime-gpu for CUDAExecutionProvider) or bench a CPU target")
+    return found
+
+
+def sync(remote: Remote, found: dict, local: dict[str, tuple[str, Path | bytes]]) -> tuple[list[str], int]:
+    """Send the files whose sha256 differs from the device's copy: (the names sent, their bytes)."""
+    changed = [name for name, (digest, _) in local.items() if found["files"].get(name) != digest]
+    need = sum(len(local[name][1]) if isinstance(local[name][1], bytes) else local[name][1].stat().st_size
+               for name in changed)
+    if need and need * 1.05 + (1 << 20) > found["free_bytes"]:
+        raise disk_full(remote, found["dir"], found["free_bytes"], need)
+    if changed:
+        send(remote, found["dir"], {name: local[name][1] for name in changed}, need)
+    return changed, need
+
+
 def check_local_files(remote: Remote) -> None:
     for what, value in (("identity_file", remote.identity_file), ("known_hosts", remote.known_hosts)):
         if value and not Path(value).expanduser().is_file():
@@ -148,7 +163,7 @@ def local_files(bundle_dir: Path, texts: list[str]) -> dict[str, tuple[str, Path
     """{path on the device (relative to remote.dir): (sha256, local file or content)}."""
     import hashlib
 
-    from edgetune.artifacts import file_sha256
+    from edgetune.runtime import file_sha256
 
     files: dict[str, tuple[str, Path | bytes]] = {}
     for path in sorted(bundle_dir.iterdir()):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.artifacts import write_json
-from edgetune.latency import speed_verdict
+from edgetune import report_json
+from edgetune.report_json import Budget, LatencyMs, ModelRow, Report
+from edgetune.runtime import speed_verdict
 
 
 def _pyplot():
@@ -19,14 +20,14 @@ def _pyplot():
     return plt
 
 
-def latency_plot(samples_ms, timing: dict, path: Path, title: str) -> None:
+def latency_plot(timing: LatencyMs, path: Path, title: str) -> None:
     plt = _pyplot()
-    s = np.sort(np.asarray(samples_ms))
+    s = np.sort(np.asarray(timing.samples))
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
     ax.plot(s, np.arange(1, len(s) + 1) / len(s), lw=1.5)
     for q, color in (("p50", "tab:green"), ("p95", "tab:red")):
-        ax.axvline(timing[q], color=color, ls="--", lw=1, label=f"{q} {timing[q]:.2f} ms")
-    lo, hi = timing["p95_ci"]
+        ax.axvline(getattr(timing, q), color=color, ls="--", lw=1, label=f"{q} {getattr(timing, q):.2f} ms")
+    lo, hi = timing.p95_ci
     ax.axvspan(lo, hi, color="tab:red", alpha=0.15, label="p95 95% CI")
     # The slowest few runs (scheduler hiccups) would squash the curve: clip the axis, say where the max is.
     ax.set_xlim(0, float(np.percentile(s, 99.5)) * 1.3)
@@ -41,18 +42,18 @@ def latency_plot(samples_ms, timing: dict, path: Path, title: str) -> None:
 MODEL_NAMES = {"teacher_fp32": "teacher fp32", "student_fp32": "student fp32", "shipped": "shipped"}
 
 
-def tradeoff_plot(comparison: dict, path: Path, title: str) -> None:
+def tradeoff_plot(comparison: dict[str, ModelRow], path: Path, title: str) -> None:
     """Accuracy against p95 for teacher, fp32 student and shipped model; marker area is model size."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
-    largest = max(c["size_bytes"] for c in comparison.values())
+    largest = max(c.size_bytes for c in comparison.values())
     for name, c in comparison.items():
-        ax.scatter(c["p95"], c["accuracy"], s=1500 * c["size_bytes"] / largest, alpha=0.5, label=MODEL_NAMES[name])
-        ax.errorbar(c["p95"], c["accuracy"], xerr=[[c["p95"] - c["p95_ci"][0]], [c["p95_ci"][1] - c["p95"]]], fmt="none", color="k", lw=1)
-        ax.annotate(f"{MODEL_NAMES[name]}\n{c['size_bytes'] / 1e6:.0f} MB", (c["p95"], c["accuracy"]), fontsize=7,
+        ax.scatter(c.p95, c.accuracy, s=1500 * c.size_bytes / largest, alpha=0.5, label=MODEL_NAMES[name])
+        ax.errorbar(c.p95, c.accuracy, xerr=[[c.p95 - c.p95_ci[0]], [c.p95_ci[1] - c.p95]], fmt="none", color="k", lw=1)
+        ax.annotate(f"{MODEL_NAMES[name]}\n{c.size_bytes / 1e6:.0f} MB", (c.p95, c.accuracy), fontsize=7,
                     xytext=(8, -10), textcoords="offset points")
     ax.set(xlabel="p95 latency (ms), 95% CI", ylabel="test accuracy", title=title)
-    ax.set_xlim(0, max(c["p95_ci"][1] for c in comparison.values()) * 1.35)
+    ax.set_xlim(0, max(c.p95_ci[1] for c in comparison.values()) * 1.35)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -76,81 +77,84 @@ def per_class_plot(shipped: dict, reference: dict, path: Path, title: str, worst
     plt.close(fig)
 
 
-def _budget_rows(budgets: dict) -> list[str]:
-    return [f"| {name} | {b['value']} | {b['limit']} | {'✅' if b['ok'] else '❌'} |" for name, b in budgets.items()]
+def _budget_rows(budgets: dict[str, Budget]) -> list[str]:
+    return [f"| {name} | {b.value} | {b.limit} | {'✅' if b.ok else '❌'} |" for name, b in budgets.items()]
 
 
-def markdown(report: dict) -> str:
-    lat = report["latency_ms"]
-    fp32 = report["student_fp32"]
-    speedup = report["speedup_vs_teacher_p95"]
+def markdown(report: Report) -> str:
+    lat, host, speedup = report.latency_ms, report.host, report.speedup_vs_teacher_p95
     lines = [
-        f"# edgetune report: {report['target']}",
+        f"# edgetune report: {report.target}",
         "",
-        f"> {report['note']}",
+        f"> {report.note}",
         "",
-        f"Host: {report['host']['cpu']} ({report['host']['arch']}), {report['host']['threads']} threads, "
-        f"onnxruntime {report['host']['onnxruntime']}, {report['host']['execution_provider']}.",
+        f"Host: {host.cpu} ({host.arch}), {host.threads} threads, onnxruntime {host.onnxruntime}, "
+        f"{host.execution_provider}.",
         "",
         "| model | layers | accuracy | macro-F1 | p95 ms (95% CI) | size |",
         "|---|---|---|---|---|---|",
-        *[_model_row(name, c, report) for name, c in report["comparison"].items()],
+        *[_model_row(name, c, report) for name, c in report.comparison.items()],
         "",
-        f"The shipped model's p95 is {speedup['ratio']:.1f}x faster than the fp32 teacher's "
-        f"(95% CI {speedup['ci'][0]:.1f}–{speedup['ci'][1]:.1f}), all three measured interleaved in one run.",
+        f"The shipped model's p95 is {speedup.ratio:.1f}x faster than the fp32 teacher's "
+        f"(95% CI {speedup.ci[0]:.1f}–{speedup.ci[1]:.1f}), all three measured interleaved in one run.",
         "",
         *_int4_lines(report),
         "![accuracy vs latency](tradeoff.png)",
         "",
-        f"Latency (batch {lat['batch_size']}, real test lengths {lat['sequence_length']['min']}–"
-        f"{lat['sequence_length']['max']} tokens): p50 {lat['p50']:.2f} ms, **p95 {lat['p95']:.2f} ms** "
-        f"(95% CI {lat['p95_ci'][0]:.2f}–{lat['p95_ci'][1]:.2f}), p99 {lat['p99']:.2f} ms over {lat['runs']} runs; "
-        f"cold start {report['cold_start_ms']:.0f} ms, peak RSS {report['peak_rss_mb']:.0f} MB.",
+        f"Latency (batch {lat.batch_size}, real test lengths {lat.sequence_length.min}–"
+        f"{lat.sequence_length.max} tokens): p50 {lat.p50:.2f} ms, **p95 {lat.p95:.2f} ms** "
+        f"(95% CI {lat.p95_ci[0]:.2f}–{lat.p95_ci[1]:.2f}), p99 {lat.p99:.2f} ms over {lat.runs} runs; "
+        f"cold start {report.cold_start_ms:.0f} ms, peak RSS {report.peak_rss_mb:.0f} MB.",
         "",
         "![latency CDF](latency.png)",
         "",
         "| budget | value | limit | ok |",
         "|---|---|---|---|",
-        *_budget_rows(report["budgets"]),
+        *_budget_rows(report.budgets),
+        "",
+        "![per-class F1](per_class_f1.png)",
         "",
     ]
-    lines += ["![per-class F1](per_class_f1.png)", ""]
-    drops = sorted(((fp32["per_class_f1"][k] - v, k) for k, v in report["per_class_f1"].items()), reverse=True)[:5]
+    return "\n".join(lines + _per_class_drops(report))
+
+
+def _per_class_drops(report: Report) -> list[str]:
+    fp32, shipped = report.student_fp32.per_class_f1, report.per_class_f1
+    drops = sorted(((fp32[k] - v, k) for k, v in shipped.items()), reverse=True)[:5]
     drops = [(d, k) for d, k in drops if d > 0]
-    if drops:
-        lines += ["Largest per-class F1 drops from fp32 to the shipped model:", ""]
-        lines += [f"- {k}: {report['per_class_f1'][k]:.3f} (fp32 {fp32['per_class_f1'][k]:.3f})" for d, k in drops]
-        lines.append("")
-    return "\n".join(lines)
+    if not drops:
+        return []
+    return (["Largest per-class F1 drops from fp32 to the shipped model:", ""]
+            + [f"- {k}: {shipped[k]:.3f} (fp32 {fp32[k]:.3f})" for d, k in drops] + [""])
 
 
-def _int4_lines(report: dict) -> list[str]:
-    c = report.get("int4_vs_int8_p95")
+def _int4_lines(report: Report) -> list[str]:
+    c = report.int4_vs_int8_p95
     if not c:
         return []
-    lo, hi = c["ci"]
+    lo, hi = c.ci
     verdict = speed_verdict(lo, hi)
     speed = {"slower": "slower than", "faster": "faster than"}.get(verdict, "not clearly different from")
-    smaller = report["size_bytes"] < c["int8_size_bytes"]
+    smaller = report.size_bytes < c.int8_size_bytes
     why = ("int4 is chosen for size, not speed" if smaller and verdict == "slower" else
            "int4 is smaller" if smaller else "int4 is not smaller than int8 for this model: int8 is the better choice")
-    return [f"int4 on this host: p95 {c['ratio']:.2f}x that of int8 dynamic (95% CI {lo:.2f}–{hi:.2f}; int8 "
-            f"{c['int8_p95']:.2f} ms, accuracy {c['int8_accuracy']:.4f}, {c['int8_size_bytes'] / 1e6:.1f} MB), so "
+    return [f"int4 on this host: p95 {c.ratio:.2f}x that of int8 dynamic (95% CI {lo:.2f}–{hi:.2f}; int8 "
+            f"{c.int8_p95:.2f} ms, accuracy {c.int8_accuracy:.4f}, {c.int8_size_bytes / 1e6:.1f} MB), so "
             f"{speed} int8 here; {why}.", ""]
 
 
-def _model_row(name: str, c: dict, report: dict) -> str:
-    layers = report["teacher"]["layers"] if name == "teacher_fp32" else report["student"]["layers"]
-    label = f"shipped: {report['quantization']}" if name == "shipped" else MODEL_NAMES[name]
-    row = (f"{label} | {layers} | {c['accuracy']:.4f} | {c['macro_f1']:.4f} | {c['p95']:.2f} "
-           f"({c['p95_ci'][0]:.2f}–{c['p95_ci'][1]:.2f}) | {c['size_bytes'] / 1e6:.1f} MB")
+def _model_row(name: str, c: ModelRow, report: Report) -> str:
+    layers = report.teacher.layers if name == "teacher_fp32" else report.student.layers
+    label = f"shipped: {report.quantization}" if name == "shipped" else MODEL_NAMES[name]
+    row = (f"{label} | {layers} | {c.accuracy:.4f} | {c.macro_f1:.4f} | {c.p95:.2f} "
+           f"({c.p95_ci[0]:.2f}–{c.p95_ci[1]:.2f}) | {c.size_bytes / 1e6:.1f} MB")
     return f"| **{row.replace(' | ', '** | **')}** |" if name == "shipped" else f"| {row} |"
 
 
-def write_reports(report: dict, out_dir: Path, samples_ms) -> None:
-    write_json(out_dir / "report.json", report)
-    latency_plot(samples_ms, report["latency_ms"], out_dir / "latency.png", f"{report['target']}: latency CDF")
-    tradeoff_plot(report["comparison"], out_dir / "tradeoff.png", f"{report['target']}: accuracy vs p95 (area: size)")
-    per_class_plot(report["per_class_f1"], report["teacher"]["per_class_f1"], out_dir / "per_class_f1.png",
+def write_reports(report: Report, out_dir: Path) -> None:
+    report_json.write(report, out_dir / "report.json")
+    latency_plot(report.latency_ms, out_dir / "latency.png", f"{report.target}: latency CDF")
+    tradeoff_plot(report.comparison, out_dir / "tradeoff.png", f"{report.target}: accuracy vs p95 (area: size)")
+    per_class_plot(report.per_class_f1, report.teacher.per_class_f1, out_dir / "per_class_f1.png",
                    "per-class F1 where the shipped model dropped most")
     (out_dir / "report.md").write_text(markdown(report))

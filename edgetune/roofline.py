@@ -173,6 +173,8 @@ def measure_host_peaks() -> dict:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
+    from edgetune import runtime
+
     def best_rate(op, a_type, b_type, a, b, work):
         graph = helper.make_graph(
             [helper.make_node(op, ["a", "b"], ["y"])], "peak",
@@ -180,9 +182,8 @@ def measure_host_peaks() -> dict:
             [helper.make_tensor_value_info("y", TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT, None)])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(), runtime.session_options(1),
+                                       providers=["CPUExecutionProvider"])
         session.run(None, {"a": a, "b": b})
         best = float("inf")
         for _ in range(7):
@@ -210,7 +211,7 @@ def host_peaks(threads: int, *, remeasure: bool = False) -> Peaks:
     """This host's peaks for `threads` threads (per-core rates x threads), measured once per CPU and onnxruntime."""
     import onnxruntime
 
-    from edgetune.host import cpu_model_and_flags
+    from edgetune.runtime import cpu_model_and_flags
 
     cpu, flags = cpu_model_and_flags()
     key = f"{cpu} | {' '.join(flags)} | onnxruntime {onnxruntime.__version__} | {platform.machine()}"

@@ -86,10 +86,14 @@ def _coerce(hint, value, *, source: str, where: str):
         if not isinstance(value, (list, tuple)):
             raise BadInput(f"{source}: '{where}' must be a list, got {value!r}")
         return tuple(_coerce(args[0], v, source=source, where=f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise BadInput(f"{source}: '{where}' must be a list, got {value!r}")
+        return [_coerce(args[0], v, source=source, where=f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise BadInput(f"{source}: '{where}' must be a mapping, got {value!r}")
-        return dict(value)
+        return {k: _coerce(args[1], v, source=source, where=f"{where}.{k}") for k, v in value.items()}
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):

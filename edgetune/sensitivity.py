@@ -20,28 +20,26 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.console import log, progress
-from edgetune.data import Split, pad_batch
+from edgetune import runtime
+from edgetune.data import Split
 from edgetune.errors import StageFailed
 
 Quantize = Callable[..., None]  # quantize(dst, exclude=(...), only=[...] | None)
 
 
-def feeds_of(texts: Sequence[str], tokenizer, names, max_length: int, batch_size: int = 32) -> tuple[list[dict], np.ndarray]:
-    """Padded batches of similar lengths, and the order their rows came from."""
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    order = np.argsort([len(row) for row in ids], kind="stable")
-    feeds = []
-    for start in range(0, len(order), batch_size):
-        batch = pad_batch([ids[i] for i in order[start : start + batch_size]], tokenizer.pad_token_id)
-        feeds.append({n: batch[n] for n in names})
+def feeds_of(texts: Sequence[str], tokenizer, model: Path, batch_size: int = 32) -> tuple[list[dict], np.ndarray]:
+    """Padded batches of similar lengths (the runtime's feeds, with the bundle's tokenizer), and the order their
+    rows came from. Every candidate graph has the float graph's inputs, so one set of feeds serves them all."""
+    session = runtime.open_session(model, threads=0)
+    order = np.argsort([sum(e.attention_mask) for e in tokenizer.encode_batch(list(texts))], kind="stable")
+    feeds = [runtime.encode([texts[i] for i in order[start : start + batch_size]], tokenizer, session)
+             for start in range(0, len(order), batch_size)]
     return feeds, order
 
 
 def logits_of(model: Path, feeds: list[dict], order: np.ndarray) -> np.ndarray:
     """The model's logits for every row, in the texts' original order."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    session = runtime.open_session(model, threads=0)  # 0: onnxruntime's default, one thread per core
     out = np.concatenate([session.run(None, feed)[0] for feed in feeds])
     result = np.empty_like(out)
     result[order] = out
@@ -68,17 +66,51 @@ def rank_nodes(quantize: Quantize, candidates: list[tuple[str, str]], float_grap
     return rows
 
 
+def fewest_float_nodes(attempt: Callable[[int], bool], limit: int) -> int | None:
+    """The fewest k <= limit for which attempt(k) passes: k = 1, 2, 4, ... then a bisection; None if none does."""
+    passed, failed, k = None, 0, 1
+    while limit and passed is None:
+        k = min(k, limit)
+        if attempt(k):
+            passed = k
+        elif k == limit:
+            break
+        else:
+            failed, k = k, k * 2
+    while passed is not None and passed - failed > 1:
+        middle = (passed + failed) // 2
+        if attempt(middle):
+            passed = middle
+        else:
+            failed = middle
+    return passed
+
+
+def out_of_reach(tried: dict[int, dict], ordered: list[str], fp32: float, tolerance: float, cap_note: str,
+                 source: str) -> StageFailed:
+    """The failure when no allowed number of float nodes met the tolerance: the best drop reached, and the fix."""
+    best_k = min(tried, key=lambda n: (tried[n]["drop"], n))
+    best = tried[best_k]
+    shown = ", ".join(ordered[:best_k][:6]) + (" ..." if best_k > 6 else "")
+    return StageFailed(
+        f"accuracy-aware quantization could not meet quantize.max_accuracy_drop={tolerance:g}: the best "
+        f"validation accuracy drop was {best['drop']:.4f} (fp32 {fp32:.4f}, quantized "
+        f"{best['validation_accuracy']:.4f}) with {best_k} node(s) kept float"
+        + (f" ({shown})" if best_k else "") + f"; tried keeping up to {cap_note}. Raise quantize.max_accuracy_drop "
+        f"or quantize.max_float_nodes in {source}, or try another quantize.method or calibration set"
+    )
+
+
 def accuracy_aware(quantize: Quantize, *, shipped: Path, reference: Path, float_graph: Path,
-                   candidates: list[tuple[str, str]], validation: Split, tokenizer,
-                   names, max_length: int, tolerance: float, cap: int | None, source: str,
-                   work: Path) -> tuple[dict[str, str], dict]:
+                   candidates: list[tuple[str, str]], validation: Split, tokenizer, tolerance: float,
+                   cap: int | None, source: str, work: Path) -> tuple[dict[str, str], dict]:
     """Check `shipped` against `reference` (the fp32 export) on validation; re-quantize it within tolerance.
 
     Returns ({node kept float: why}, {"metrics", "summary", "table", "nodes"}); rewrites `shipped` when nodes are
     kept float; raises StageFailed when no allowed number of float nodes meets the tolerance.
     """
     labels = np.asarray(validation.labels)
-    feeds, order = feeds_of(validation.texts, tokenizer, names, max_length)
+    feeds, order = feeds_of(validation.texts, tokenizer, reference)
 
     def accuracy(model: Path) -> float:
         return float(np.mean(logits_of(model, feeds, order).argmax(-1) == labels))
@@ -113,39 +145,15 @@ def accuracy_aware(quantize: Quantize, *, shipped: Path, reference: Path, float_
         log(f"{k} most sensitive node(s) float: validation accuracy {acc:.4f}, drop {fp32 - acc:+.4f}")
         return tried[k]["within_tolerance"]
 
-    passed, failed, k = None, 0, 1
-    while limit and passed is None:
-        k = min(k, limit)
-        if attempt(k):
-            passed = k
-        elif k == limit:
-            break
-        else:
-            failed, k = k, k * 2
-    while passed is not None and passed - failed > 1:  # fewest float nodes that still meet the tolerance
-        middle = (passed + failed) // 2
-        if attempt(middle):
-            passed = middle
-        else:
-            failed = middle
-
+    passed = fewest_float_nodes(attempt, limit)
     search = [{k: v for k, v in t.items() if k != "path"} for _, t in sorted(tried.items())]
     table = {"metric": f"mean |logit - float logit| on the {len(labels)} validation texts with only this node "
                        "quantized; prediction_changes counts argmax changes on the same texts",
              **summary, "nodes": rows, "search": search}
     if passed is None:
-        best_k = min(tried, key=lambda n: (tried[n]["drop"], n))
-        best = tried[best_k]
-        shown = ", ".join(ordered[:best_k][:6]) + (" ..." if best_k > 6 else "")
-        why = (f"{limit} of the {len(candidates)} quantizable nodes float (quantize.max_float_nodes={cap})"
-               if cap is not None and cap < len(candidates) else f"all {len(candidates)} quantizable nodes float")
-        raise StageFailed(
-            f"accuracy-aware quantization could not meet quantize.max_accuracy_drop={tolerance:g}: the best "
-            f"validation accuracy drop was {best['drop']:.4f} (fp32 {fp32:.4f}, quantized "
-            f"{best['validation_accuracy']:.4f}) with {best_k} node(s) kept float"
-            + (f" ({shown})" if best_k else "") + f"; tried keeping up to {why}. Raise quantize.max_accuracy_drop or "
-            f"quantize.max_float_nodes in {source}, or try another quantize.method or calibration set"
-        )
+        cap_note = (f"{limit} of the {len(candidates)} quantizable nodes float (quantize.max_float_nodes={cap})"
+                    if cap is not None and cap < len(candidates) else f"all {len(candidates)} quantizable nodes float")
+        raise out_of_reach(tried, ordered, fp32, tolerance, cap_note, source)
     shutil.copy(tried[passed]["path"], shipped)
     kept = {r["node"]: f"accuracy-aware: kept float, sensitivity rank {r['rank']} of {len(rows)} "
                        f"(mean |logit difference| {r['error']:.3g} quantized alone)" for r in rows[:passed]}

@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 import edgetune
 from edgetune.cli import main
-from edgetune.pipeline import STAGE_NAMES, STAGES
+from edgetune.pipeline import STAGE_NAMES, STAGES, ancestors
 
 PACKAGE = Path(edgetune.__file__).resolve().parent
 REPO = PACKAGE.parent
@@ -113,7 +113,7 @@ def status_predictions(output: str) -> dict[str, str]:
 
 def expected(built: tuple[str, ...] = (), *, bench: str = "measured", until: str = "bench") -> dict[str, str]:
     """The summary a build prints when exactly `built` are (re)built and the rest come from the cache."""
-    names = STAGE_NAMES[: STAGE_NAMES.index(until) + 1]
+    names = ancestors(until)
     return {s: ("built" if s in built else "cached") if s != "bench" else bench for s in names}
 
 
@@ -150,3 +150,32 @@ def manifest_identities(out: Path) -> dict[str, tuple[int, int]]:
     """(inode, mtime_ns) of every manifest.json under out: a rebuilt entry gets a new file, a reused one keeps it."""
     manifests = sorted(out.rglob("manifest.json"))
     return {str(p.relative_to(out)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in manifests}
+
+
+# --- report.json -----------------------------------------------------------------------------------------
+
+def report_dict(*, target: str = "rpi5", accuracy: float = 0.9, latency: dict | None = None, host: dict | None = None,
+                test_examples: int = 48, test_set_sha256: str | None = None) -> dict:
+    """A complete report.json object (edgetune.report_json.Report) with the given numbers; the rest plausible."""
+    from edgetune.report_json import SCHEMA_VERSION
+
+    scores = {"accuracy": accuracy, "macro_f1": accuracy - 0.01}
+    lat = {"p50": 0.5, "p95": 1.0, "p99": 1.2, "p95_ci": [0.97, 1.03], "p50_ci": [0.49, 0.51], "mean": 0.55,
+           "runs": 500, "stopped_because": "test", "batch_size": 1,
+           "sequence_length": {"min": 3, "median": 5.0, "max": 8}} | (latency or {})
+    row = scores | {"p50": lat["p50"], "p95": lat["p95"], "p95_ci": lat["p95_ci"], "size_bytes": 1000}
+    report = {
+        "schema_version": SCHEMA_VERSION, "target": target, "measured_on_target": False, "note": "test report",
+        "host": {"cpu": "test CPU", "arch": "x86_64", "flags": [], "cores": 1, "threads": 1, "onnxruntime": "1",
+                 "execution_provider": "CPUExecutionProvider", "python": "3", "os": "Linux"} | (host or {}),
+        "quantization": "int8-dynamic", "latency_ms": lat, "throughput_per_s": 1000.0, "cold_start_ms": 10.0,
+        "peak_rss_mb": 50.0, **scores, "per_class_f1": {"a": 1.0}, "agreement_with_fp32": 1.0, "size_bytes": 1000,
+        "bundle_bytes": 2000, "student_fp32": scores | {"size_bytes": 4000, "per_class_f1": {"a": 1.0}},
+        "teacher": scores | {"layers": 6, "parameters": 100, "per_class_f1": {"a": 1.0}}, "student": {"layers": 2},
+        "comparison": {"teacher_fp32": row, "student_fp32": row, "shipped": row},
+        "speedup_vs_teacher_p95": {"ratio": 2.0, "ci": [1.9, 2.1]}, "test_examples": test_examples,
+        "budgets": {"p95_ms": {"limit": 25.0, "value": 1.0, "ok": True}},
+    }
+    if test_set_sha256:
+        report["test_set_sha256"] = test_set_sha256
+    return report

@@ -140,18 +140,19 @@ def test_pick_cpu_prefers_the_core_then_the_closest(monkeypatch):
 
 @needs_emulation
 def test_device_script_describes_an_arm_board(tmp_path):
-    """What the remote runner reports from a Pi: on_device.describe run on an emulated Cortex-A76."""
+    """What the remote runner reports from a Pi: the runtime's host description on an emulated Cortex-A76."""
     import subprocess
 
-    from edgetune.host import INTERESTING_FLAGS, target_mismatch
+    from edgetune import runtime
+    from edgetune.host import target_mismatch
 
     root = emulation.userland()
     site, _ = emulation.wheels(emulation.guest_python(root))
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import on_device; "
-            "print(json.dumps(on_device.describe(json.loads(sys.argv[2]))))")
-    settings = {"threads": 4, "provider": "CPUExecutionProvider", "interesting_flags": list(INTERESTING_FLAGS)}
+    # runtime.py imports nothing from edgetune: the guest imports it as a top-level module, as a board does.
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import runtime; "
+            "print(json.dumps(runtime.describe_host(4, 'CPUExecutionProvider')))")
     command = emulation.emulated_command(root, site, "cortex-a76", emulation.fake_cpuinfo("cortex-a76", 4),
-                                         ["-c", code, str(emulation.SCRIPT.parent), json.dumps(settings)])
+                                         ["-c", code, str(Path(runtime.__file__).parent)])
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-1000:]
     host = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import report_dict
 
 from edgetune import gate
 from edgetune.cli import main
@@ -36,10 +37,10 @@ DEFAULT_MAX_SECONDS = gate.MAX_SECONDS  # before the fixture below shortens it
 @pytest.fixture(autouse=True)
 def quick_gate(monkeypatch):
     """Shorter minimum measuring time than the CI defaults: the tests only need clear-cut verdicts."""
-    monkeypatch.setattr(gate, "MIN_SECONDS", 0.3)
-    monkeypatch.setattr(gate, "MIN_RUNS", 100)
-    monkeypatch.setattr(gate, "MAX_SECONDS", 2.0)
-    monkeypatch.setattr(gate, "EPOCH_SECONDS", 0.2)
+    monkeypatch.setattr(gate.measure, "MIN_SECONDS", 0.3)
+    monkeypatch.setattr(gate.measure, "MIN_RUNS", 100)
+    monkeypatch.setattr(gate.measure, "MAX_SECONDS", 2.0)
+    monkeypatch.setattr(gate.measure, "EPOCH_SECONDS", 0.2)
 
 
 def plain(text: str) -> str:
@@ -135,11 +136,8 @@ def make_build(folder: Path, test_csv: Path, *, heavy: int = 0, target: str = "r
                "p50_ci": [p95 / 2 * 0.98, p95 / 2 * 1.02], "runs": 500, "batch_size": 1}
     if samples is not None:
         latency["samples"] = samples
-    report = {"schema_version": 1, "target": target,
-              "host": {"cpu": "test CPU", "threads": 1, "execution_provider": "CPUExecutionProvider"},
-              "latency_ms": latency, "accuracy": accuracy, "macro_f1": accuracy - 0.01,
-              "test_examples": len(TEXTS) * 4,
-              "test_set_sha256": sha or hashlib.sha256(test_csv.read_bytes()).hexdigest()}
+    report = report_dict(target=target, accuracy=accuracy, latency=latency, test_examples=len(TEXTS) * 4,
+                         test_set_sha256=sha or hashlib.sha256(test_csv.read_bytes()).hexdigest())
     (folder / "report.json").write_text(json.dumps(report))
     return folder
 
@@ -287,7 +285,7 @@ def test_not_a_report_is_an_error(tmp_path, light):
     bogus.write_text('{"hello": 1}')
     code, out = invoke("--baseline", bogus, light)
     assert code == 2, out
-    assert "baseline" in out and "missing target" in out
+    assert "baseline" in out and "missing schema_version, target" in out
 
 
 # --- internals ---------------------------------------------------------------------------------------------

@@ -77,6 +77,13 @@ def test_labels_are_the_training_labels_in_sorted_order(base_build):
 
 # --- the report ------------------------------------------------------------------------------------------
 
+def test_the_bench_report_reads_back_through_the_typed_definition(base_build):
+    from edgetune import report_json
+
+    report = report_json.read(base_build.out / "rpi5" / "report.json")
+    assert report.target == "rpi5" and report.latency_ms.runs == len(report.latency_ms.samples)
+
+
 def test_report_has_the_documented_keys(report):
     assert report["target"] == "rpi5"
     assert {"cpu", "cores", "threads", "onnxruntime"} <= set(report["host"])
@@ -283,8 +290,9 @@ def test_cold_start_takes_a_test_split_larger_than_an_argument_list(base_build):
 ])
 def test_report_says_what_int4_costs_against_int8(report, int4_mb, ci, says):
     from edgetune.report import markdown
+    from edgetune.report_json import parse
 
-    versus = {"ratio": sum(ci) / 2, "ci": ci, "int8_p95": 1.0, "int8_size_bytes": 15.7e6, "int8_accuracy": 0.9}
-    text = markdown(report | {"size_bytes": int4_mb * 1e6, "int4_vs_int8_p95": versus})
+    versus = {"ratio": sum(ci) / 2, "ci": ci, "int8_p95": 1.0, "int8_size_bytes": 15_700_000, "int8_accuracy": 0.9}
+    text = markdown(parse(report | {"size_bytes": int(int4_mb * 1e6), "int4_vs_int8_p95": versus}, "test"))
     assert says in text
-    assert "int4 on this host" not in markdown(report)  # int8 builds carry no such line
+    assert "int4 on this host" not in markdown(parse(report, "test"))  # int8 builds carry no such line

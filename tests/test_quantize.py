@@ -92,12 +92,12 @@ def test_unquantized_model_computes_the_same_logits_as_the_fp32_export(quantized
     import numpy as np
     import onnxruntime as ort
 
-    from edgetune import bundle_predict
+    from edgetune import bundle_predict, runtime
 
     out = quantized("none")
     (export,) = [out / "cache" / n for n in cache_entries(out) if n.startswith("export-")]
     tokenizer, fused, _ = bundle_predict.load(out / "rpi5" / "bundle")
     fp32 = ort.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])
     texts = ["turn off the kitchen lights", "set a timer for ten minutes", "what's the weather tomorrow"]
-    feed = bundle_predict.encode(texts, tokenizer, fused)
+    feed = runtime.encode(texts, tokenizer, fused)
     np.testing.assert_allclose(fused.run(None, feed)[0], fp32.run(None, feed)[0], atol=1e-4)

@@ -99,7 +99,7 @@ def test_histogram_calibration_handles_batches_of_different_lengths(built, metho
 def test_calibration_reader_reads_each_stride_once_and_in_order():
     from transformers import BertTokenizerFast
 
-    from edgetune.stages.quantize import TextCalibrationReader
+    from edgetune.quantizers.int8_static import TextCalibrationReader
 
     class Tokenizer:
         pad_token_id = 0
@@ -128,34 +128,34 @@ def test_calibration_reader_reads_each_stride_once_and_in_order():
 @pytest.fixture
 def aware_setup(base_build, tmp_path):
     """Everything sensitivity.accuracy_aware needs, for int8-static calibrated on one two-letter text."""
-    import onnx
     from transformers import AutoTokenizer
 
-    from edgetune import sensitivity
+    from edgetune import quantizers, runtime, sensitivity
     from edgetune.data import Split, load_dataset
+    from edgetune.quantizers.graph import quantizable
     from edgetune.recipe import load_recipe
-    from edgetune.stages import quantize as stage
     from edgetune.targets import load_target
     from edgetune.training import input_names_of
 
     (export,) = [base_build.out / "cache" / n for n in cache_entries(base_build.out) if n.startswith("export-")]
     recipe = load_recipe(base_build.recipe, overrides=("quantize.method=int8-static",))
     preset = load_target("rpi5").quantization
-    tokenizer = AutoTokenizer.from_pretrained(export)
-    names = input_names_of(tokenizer)
-    method = stage.make_method(recipe.quantize, preset, export / "model.onnx", tmp_path, ["ok"], tokenizer, names, 32)
+    hf_tokenizer = AutoTokenizer.from_pretrained(export)
+    method = quantizers.get("int8-static")(recipe.quantize, preset, export / "model.onnx", tmp_path)
+    method.prepare(["ok"], hf_tokenizer, input_names_of(hf_tokenizer), 32)
     shipped = tmp_path / "model.onnx"
     method(shipped)
     texts = load_dataset(recipe.data, recipe.seed).validation.texts
-    feeds, order = sensitivity.feeds_of(texts, tokenizer, names, 32)
+    tokenizer = runtime.load_tokenizer(export, runtime.preprocess_settings(export, 32))
+    feeds, order = sensitivity.feeds_of(texts, tokenizer, export / "model.onnx")
     labels = sensitivity.logits_of(export / "model.onnx", feeds, order).argmax(-1)
-    candidates = stage.quantizable(onnx.load(str(export / "model.onnx")), recipe.quantize, preset)
+    candidates = quantizable(export / "model.onnx", method)
 
     def run(tolerance: float, cap: int | None = None):
         return sensitivity.accuracy_aware(
             method, shipped=shipped, reference=export / "model.onnx", float_graph=export / "model.onnx",
             candidates=candidates, validation=Split(texts, tuple(int(x) for x in labels)), tokenizer=tokenizer,
-            names=names, max_length=32, tolerance=tolerance, cap=cap, source="recipe.yaml", work=tmp_path)
+            tolerance=tolerance, cap=cap, source="recipe.yaml", work=tmp_path)
 
     return run, shipped, candidates
 

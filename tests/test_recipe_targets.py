@@ -28,6 +28,19 @@ def test_default_recipe_loads_with_packaged_data():
         assert path.is_absolute() and path == (SMART_HOME / f"{split}.csv").resolve()
 
 
+def test_a_recipe_that_sets_only_its_data_gets_exactly_the_default_recipe(tmp_path):
+    """One set of defaults: the dataclasses' and default.yaml's cannot drift apart (KD at T=2, alpha 0.5)."""
+    data_only = tmp_path / "recipe.yaml"
+    data_only.write_text(yaml.safe_dump({"data": yaml.safe_load(DEFAULT_RECIPE.read_text())["data"]}))
+    for split in ("train", "validation", "test"):  # the same files, from the other folder
+        raw = yaml.safe_load(data_only.read_text())
+        raw["data"][split] = str(SMART_HOME / f"{split}.csv")
+        data_only.write_text(yaml.safe_dump(raw))
+    empty, default = load_recipe(data_only), load_recipe()
+    assert dataclasses.replace(empty, source=default.source) == default
+    assert (default.distill.temperature, default.distill.alpha) == (2.0, 0.5)
+
+
 def test_set_parses_numbers_lists_and_strings():
     recipe = load_recipe(overrides=(
         "distill.layers=[1, 3]", "teacher.learning_rate=3e-4", "tune.r=4", "quantize.method=int4",

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from tiny_bundle import make_bundle, smart_home_texts
 
-from edgetune import bundle_predict
+from edgetune import bundle_predict, runtime
 from edgetune.errors import BadInput, StageFailed
 from edgetune.host import describe
 from edgetune.recipe import BenchConfig
@@ -126,7 +126,7 @@ def test_remote_bench_measures_on_the_device_and_predicts_like_local(sshd, bundl
     assert first["host"]["threads"] == 1
     assert len(first["predictions"]) == len(texts)
     tokenizer, session, _ = bundle_predict.load(bundle)
-    local_pred = np.concatenate([session.run(None, bundle_predict.encode(texts[i:i + 32], tokenizer, session))[0].argmax(-1)
+    local_pred = np.concatenate([session.run(None, runtime.encode(texts[i:i + 32], tokenizer, session))[0].argmax(-1)
                                  for i in range(0, len(texts), 32)])
     assert first["predictions"] == local_pred.tolist()
     assert first["cold_start_ms"] > 0 and first["peak_rss_mb"] > 10

@@ -68,7 +68,7 @@ def test_pruned_model_predicts_like_the_unpruned_one_on_test(pruned):
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from edgetune import bundle_predict
+    from edgetune import runtime
 
     _, folder, unpruned, _ = pruned
     texts = texts_of("test.csv")
@@ -81,7 +81,7 @@ def test_pruned_model_predicts_like_the_unpruned_one_on_test(pruned):
     def predictions(where):
         tokenizer = tokenizer_of(where)
         session = ort.InferenceSession(str(where / "model.onnx"), providers=["CPUExecutionProvider"])
-        return np.concatenate([session.run(None, bundle_predict.encode(texts[i : i + 32], tokenizer, session))[0].argmax(-1)
+        return np.concatenate([session.run(None, runtime.encode(texts[i : i + 32], tokenizer, session))[0].argmax(-1)
                                for i in range(0, len(texts), 32)])
 
     before, after = tokenizer_of(unpruned), tokenizer_of(folder)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune import report_json
 from edgetune.metrics import paired_difference
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def build(out: Path, data: Path, *overrides: str) -> dict:
     for o in overrides:
         args += ["--set", o]
     subprocess.run(args, check=True)
-    report = json.loads((out / "x86-avx2" / "report.json").read_text())
+    report = report_json.read(out / "x86-avx2" / "report.json").to_json()  # checked against the one definition
     bundle_manifest = json.loads((out / "x86-avx2" / "bundle" / "manifest.json").read_text())
     upstream = bundle_manifest["material"]["upstream"]
     manifests, folders = {}, {}
@@ -55,19 +56,14 @@ def _key_of(out: Path, stage: str, bundle_manifest: dict) -> str:
 
 def test_correct(export_dir: Path, data: Path, max_length: int) -> np.ndarray:
     """1 where the export's fp32 ONNX model classifies a test text right, else 0 (the bundle's tokenizer path)."""
-    import onnxruntime as ort
-
-    from edgetune import bundle_predict
-    from edgetune.stages.bench import preprocess_settings
+    from edgetune import runtime
 
     with open(data / "test.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     labels = json.loads((export_dir / "labels.json").read_text())
-    tokenizer = bundle_predict.load_tokenizer(export_dir, preprocess_settings(export_dir, max_length))
-    session = ort.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    texts = [r["text"] for r in rows]
-    predicted = np.concatenate([session.run(None, bundle_predict.encode(texts[i : i + 64], tokenizer, session))[0]
-                                .argmax(-1) for i in range(0, len(texts), 64)])
+    tokenizer = runtime.load_tokenizer(export_dir, runtime.preprocess_settings(export_dir, max_length))
+    session = runtime.open_session(export_dir / "model.onnx")
+    predicted = runtime.logits([r["text"] for r in rows], tokenizer, session, 64).argmax(-1)
     return (predicted == np.array([labels.index(r["label"]) for r in rows])).astype(float)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -97,15 +96,13 @@ def extra_dense(base: Path, dst: Path) -> Path:
 
 
 def same_predictions(a: Path, b: Path) -> bool:
-    from edgetune import bundle_predict, gate
+    from edgetune import bundle_predict, gate, runtime
 
     texts, _ = gate.replay_texts(gate.load_build(b, "candidate"), None)
     preds = []
     for folder in (a, b):
         tokenizer, session, _ = bundle_predict.load(folder / "bundle")
-        logits = np.concatenate([session.run(None, bundle_predict.encode(texts[i:i + 32], tokenizer, session))[0]
-                                 for i in range(0, len(texts), 32)])
-        preds.append(logits.argmax(-1))
+        preds.append(runtime.logits(texts, tokenizer, session).argmax(-1))
     return bool((preds[0] == preds[1]).all())
 
 
@@ -169,14 +166,10 @@ def summarise(gates: list[dict]) -> dict:
 
 
 def host() -> dict:
-    from edgetune.host import cpu_model_and_flags
+    from edgetune.runtime import describe_host
 
-    cpu, flags = cpu_model_and_flags()
-    import importlib.metadata
-
-    return {"cpu": cpu, "arch": platform.machine(), "cores": os.cpu_count(), "flags": flags,
-            "onnxruntime": importlib.metadata.version("onnxruntime"), "python": platform.python_version(),
-            "os": f"{platform.system()} {platform.release()}"}
+    described = describe_host(os.cpu_count() or 1, "CPUExecutionProvider")
+    return {k: described[k] for k in ("cpu", "arch", "cores", "flags", "onnxruntime", "python", "os")}
 
 
 def markdown(result: dict) -> str:
@@ -268,17 +261,17 @@ def main() -> None:
         (args.results / "gate.md").write_text(markdown(json.loads((args.results / "gate.json").read_text())))
         return
     started = time.perf_counter()
-    from edgetune import gate
+    from edgetune import gate, report_json
 
     work = args.work.resolve()
     base = snapshot(args.baseline, work / "int8") if args.baseline else build(work / "int8", args.seed_cache)
     fp32 = (snapshot(args.fp32, work / "fp32") if args.fp32
             else build(work / "fp32", args.seed_cache, "quantize.method=none"))
     for path, what in ((base, "int8-dynamic"), (fp32, "none")):
-        report = json.loads((path / "report.json").read_text())
-        if report["target"] != TARGET or report["quantization"] != what:
+        report = report_json.read(path / "report.json")
+        if report.target != TARGET or report.quantization != what:
             sys.exit(f"{path}: expected a {TARGET} build with quantization {what}, found "
-                     f"{report['target']} / {report['quantization']}")
+                     f"{report.target} / {report.quantization}")
     identical = work / "int8-copy" / TARGET
     if identical.exists():
         shutil.rmtree(identical)

@@ -44,12 +44,13 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 
-from edgetune import bundle_predict
+from edgetune import quantizers, runtime
 from edgetune.console import quiet_libraries
-from edgetune.host import cpu_model_and_flags
-from edgetune.latency import percentile_ci, speed_verdict
 from edgetune.metrics import classification_scores
+from edgetune.quantizers.graph import fuse
+from edgetune.quantizers.int8_dynamic import int8_dynamic
 from edgetune.recipe import load_recipe
+from edgetune.runtime import cpu_model_and_flags, percentile_ci, speed_verdict
 from edgetune.stages import quantize as stage
 from edgetune.targets import load_target
 
@@ -107,21 +108,23 @@ def build_variants(export: Path, data: Path, work: Path, target_name: str, keep_
 
     def fusions() -> Variant:
         started = time.perf_counter()
-        stage.fuse(raw, work / "fused.onnx", config)
+        fuse(raw, work / "fused.onnx", config)
         return Variant("fp32 + fusions", work / "fused.onnx", export, time.perf_counter() - started)
 
     reuse_or_build("fp32 + fusions", fusions)
     fused = work / "fused.onnx"
     weight_only = work / "fused-weight-only.onnx"  # what the stage fuses for int4: attention and embeddings unfused
     if not weight_only.is_file():
-        stage.fuse(raw, weight_only, config, weight_only=True)
+        fuse(raw, weight_only, config, weight_only=True)
 
     def add(name: str, source: Path, note: str = "", **changes) -> None:
         def make() -> Variant:
             q = dataclasses.replace(base, **changes)
             path = work / (name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "") + ".onnx")
             started = time.perf_counter()
-            stage.make_method(q, preset, source, work, texts, tokenizer, names, max_length)(path)
+            quantizer = quantizers.get(q.method)(q, preset, source, work)
+            quantizer.prepare(texts, tokenizer, names, max_length)
+            quantizer.quantize(path)
             (work / "calibration.json").unlink(missing_ok=True)
             return Variant(name, path, export, time.perf_counter() - started, note)
 
@@ -173,33 +176,10 @@ def pruned_variant(export: Path, recipe, work: Path, config: dict, preset, keep_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_stage.export_onnx(model, names, folder / "fp32.onnx", recipe.export.opset, sample)
-    stage.fuse(folder / "fp32.onnx", folder / "fused.onnx", config)
-    stage.int8_dynamic(folder / "fused.onnx", folder / "model.onnx", preset)
+    fuse(folder / "fp32.onnx", folder / "fused.onnx", config)
+    int8_dynamic(folder / "fused.onnx", folder / "model.onnx", preset)
     note = f"{int(stats['pruned_vocab_size'])} of {int(stats['original_vocab_size'])} tokens"
     return Variant(name, folder / "model.onnx", folder, time.perf_counter() - started, note)
-
-
-def session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Sessions take turns in one process: with spinning on, a session's idle pool threads spin on the cores the next
-    # session needs (measured here: int8 dynamic p95 61 ms with spinning, 1.5 ms without, same load).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def tokenizer_for(folder: Path, max_length: int):
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length)
-    pad = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]["[PAD]"]
-    tokenizer.enable_padding(pad_id=pad, pad_token="[PAD]")
-    return tokenizer
 
 
 def paired_ratio(a: np.ndarray, b: np.ndarray, q: float = 95, resamples: int = 2000) -> tuple[float, float, float]:
@@ -213,32 +193,24 @@ def paired_ratio(a: np.ndarray, b: np.ndarray, q: float = 95, resamples: int = 2
 
 def measure(variants: list[Variant], texts: list[str], truth: np.ndarray, labels: list[str], threads: int,
             seconds: float, max_length: int) -> dict:
-    sessions = {v.name: session(v.path, threads) for v in variants}
-    tokenizers = {v.name: tokenizer_for(v.folder, max_length) for v in variants}
-    predictions = {}
-    for v in variants:
-        s, tok = sessions[v.name], tokenizers[v.name]
-        predictions[v.name] = np.concatenate([s.run(None, bundle_predict.encode(texts[i : i + 32], tok, s))[0].argmax(-1)
-                                              for i in range(0, len(texts), 32)])
+    # Sessions take turns in one process: runtime.session_options turns spinning off, without which a session's
+    # idle pool threads spin on the cores the next session needs.
+    sessions = {v.name: runtime.open_session(v.path, threads) for v in variants}
+    tokenizers = {v.name: runtime.load_tokenizer(v.folder, runtime.preprocess_settings(v.folder, max_length))
+                  for v in variants}
+    predictions = {v.name: runtime.logits(texts, tokenizers[v.name], sessions[v.name]).argmax(-1) for v in variants}
     order = np.random.default_rng(0).permutation(len(texts))
-    feeds = {v.name: [bundle_predict.encode([texts[i]], tokenizers[v.name], sessions[v.name]) for i in order]
-             for v in variants}
-    for v in variants:  # warm-up
-        for feed in feeds[v.name][:20]:
-            sessions[v.name].run(None, feed)
-    samples = {v.name: [] for v in variants}
-    started, rounds = time.perf_counter(), 0
+    runners = [runtime.Runner(lambda feed, s=sessions[v.name]: s.run(None, feed),
+                              [runtime.encode([texts[i]], tokenizers[v.name], sessions[v.name]) for i in order])
+               for v in variants]
+    runtime.warm_up(runners, 20)
     print(f"timing {len(variants)} models round-robin for {seconds:g} s ...", flush=True)
-    while time.perf_counter() - started < seconds:
-        shift = rounds % len(variants)
-        for v in variants[shift:] + variants[:shift]:
-            feed = feeds[v.name][rounds % len(texts)]
-            t0 = time.perf_counter_ns()
-            sessions[v.name].run(None, feed)
-            samples[v.name].append((time.perf_counter_ns() - t0) / 1e6)
-        rounds += 1
+    # One run per model per round, so the k-th samples of all models share a round: paired_ratio pairs them.
+    samples, _ = runtime.time_interleaved(runners, lambda _, elapsed: "time up" if elapsed >= seconds else None,
+                                          block=1)
+    rounds = len(samples[0])
     results = {}
-    arrays = {k: np.asarray(v) for k, v in samples.items()}
+    arrays = {v.name: np.asarray(s) for v, s in zip(variants, samples)}
     for v in variants:
         x = arrays[v.name]
         scores = classification_scores(truth, predictions[v.name], len(labels))
@@ -328,10 +300,6 @@ def main() -> None:
     truth = np.array([labels.index(r["label"].strip()) for r in rows])
     max_length = json.loads((export / "manifest.json").read_text())["material"]["config"]["data"]["max_length"]
     measured = measure(variants, texts, truth, labels, args.threads, args.seconds, max_length)
-    cpu, flags = cpu_model_and_flags()
-    import importlib.metadata
-    import platform
-
     preset = load_target(target).quantization
     recipe_calibration = stage.calibration_texts(load_recipe(None, data_dir=data))[1]
     run = {
@@ -341,9 +309,9 @@ def main() -> None:
         "calibration": f"128 texts from {recipe_calibration} (int8 static, int4 gptq)",
         "max_length": max_length, "test_examples": len(texts), "threads": args.threads, "seconds": args.seconds,
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "host": {"cpu": cpu, "arch": platform.machine(), "cores": os.cpu_count(), "flags": flags,
-                 "onnxruntime": importlib.metadata.version("onnxruntime"), "load_before": load_before,
-                 "load_after": [round(x, 2) for x in os.getloadavg()]},
+        "host": {k: v for k, v in runtime.describe_host(args.threads, "CPUExecutionProvider").items()
+                 if k in ("cpu", "arch", "cores", "flags", "onnxruntime")}
+                | {"load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()]},
         **measured,
         "notes": args.note,
     }

@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import platform
-import random
 import sys
 import time
 from dataclasses import replace
@@ -34,63 +33,41 @@ RESULTS = REPO / "benchmarks" / "results"
 SEQS = (16, 32, 64, 128)
 THREADS = (1, 2)
 REFERENCE = (32, 1)
-BLOCK = 10
+BLOCK = 8  # timed runs per configuration and round
+REWARM = 2  # untimed runs before them
 LOADS: list[float] = []  # 1-minute load average, once per round
 
 
 def feeds_at(model_dir: Path, texts: list[str], session, length: int) -> list[dict]:
-    from tokenizers import Tokenizer
+    from edgetune import runtime
 
-    from edgetune import bundle_predict
-
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    settings = json.loads((model_dir / "preprocess.json").read_text()) if (model_dir / "preprocess.json").exists() else {"pad_id": 0, "pad_token": "[PAD]"}
-    tokenizer.enable_padding(pad_id=settings["pad_id"], pad_token=settings["pad_token"])
-    tokenizer.enable_truncation(length)
-    order = list(range(len(texts)))
-    random.Random(0).shuffle(order)
-    feeds = []
-    for i in order:
-        feed = bundle_predict.encode([texts[i]], tokenizer, session)
-        feeds.append({k: np.pad(v[:, :length], ((0, 0), (0, max(0, length - v.shape[1])))) for k, v in feed.items()})
-    return feeds
+    tokenizer = runtime.load_tokenizer(model_dir, runtime.preprocess_settings(model_dir, length))
+    return runtime.latency_feeds(texts, tokenizer, session, 1, length, seed=0)
 
 
 def measure_all(models: dict[str, Path], texts: list[str], seconds: float) -> dict:
-    """Interleaved in short blocks: every round runs each configuration BLOCK times in a row (the first two, which
-    find the caches holding another configuration's weights, are not kept), configurations in a fresh random order
-    each round, so the machine's changing load falls on all of them alike."""
-    import onnxruntime as ort
+    """Interleaved in short blocks (edgetune.runtime.time_interleaved): every round runs each configuration BLOCK
+    times in a row after REWARM untimed runs (which find the caches holding another configuration's weights), the
+    configurations' order rotating each round, so the machine's changing load falls on all of them alike."""
+    from edgetune import runtime
 
-    configs = []
+    keys, runners = [], []
     for name, path in models.items():
-        sessions = {}
-        for threads in THREADS:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            sessions[threads] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        sessions = {threads: runtime.open_session(path, threads) for threads in THREADS}
         for s in SEQS:
             feeds = feeds_at(path.parent, texts, sessions[1], s)
-            configs += [((name, s, t), sessions[t], feeds) for t in THREADS]
-    samples: dict[tuple, list[float]] = {key: [] for key, _, _ in configs}
-    rng = random.Random(0)
-    for _, session, feeds in configs:  # warm-up
-        for feed in feeds[:10]:
-            session.run(None, feed)
-    started, i = time.perf_counter(), 0
-    while time.perf_counter() - started < seconds:
-        rng.shuffle(configs)
+            for t in THREADS:
+                keys.append((name, s, t))
+                runners.append(runtime.Runner(lambda feed, session=sessions[t]: session.run(None, feed), feeds))
+    runtime.warm_up(runners, 10)
+
+    def time_up(_, elapsed):
         LOADS.append(os.getloadavg()[0])
-        for key, session, feeds in configs:
-            for j in range(BLOCK):
-                t0 = time.perf_counter_ns()
-                session.run(None, feeds[(i + j) % len(feeds)])
-                if j >= 2:
-                    samples[key].append((time.perf_counter_ns() - t0) / 1e6)
-        i += BLOCK
+        return "time up" if elapsed >= seconds else None
+
+    samples, _ = runtime.time_interleaved(runners, time_up, block=BLOCK, rewarm=REWARM)
     return {key: {q: float(np.percentile(v, int(q[1:]))) for q in ("p10", "p50", "p95")} | {"runs": len(v)}
-            for key, v in samples.items()}
+            for key, v in zip(keys, samples)}
 
 
 def estimates(models: dict[str, Path], measured: dict) -> list[dict]:
@@ -146,8 +123,8 @@ def write(models, measured, rows, meta):
              f"fp32 {meta['peaks']['fp32']:.1f} GFLOP/s, int8 {meta['peaks']['int8']:.1f} GOP/s, copy bandwidth "
              f"{meta['peaks']['bandwidth']:.1f} GB/s.", "",
              "Batch 1, real test texts truncated/padded to each length. All 16 configurations (2 models x 4 lengths x 2 "
-             f"thread counts) measured interleaved: each round runs every configuration {BLOCK} times in a row (the first 2 "
-             f"not kept: caches still hold another configuration), in a fresh random order per round, for {meta['seconds']:g} s in "
+             f"thread counts) measured interleaved: each round runs every configuration {BLOCK + REWARM} times in a row (the first "
+             f"{REWARM} not kept: caches still hold another configuration), the order rotating each round, for {meta['seconds']:g} s in "
              "all, so load changes hit all alike. The estimated \"target\" is the "
              "x86-avx2 profile with this host's measured peaks: what is tested is the roofline's scaling across sequence "
              "length and threads (the calibration step), not datasheet peaks. Error = estimate / measured - 1.", "",
@@ -215,7 +192,7 @@ def main():
     import onnxruntime
 
     from edgetune import roofline
-    from edgetune.host import cpu_model_and_flags
+    from edgetune.runtime import cpu_model_and_flags
 
     if args.reestimate:
         data = json.loads((RESULTS / "roofline.json").read_text())

@@ -1,33 +1,36 @@
 """Bench: assemble the bundle, then measure it on this host: latency, cold start, memory, size, accuracy.
 
 Reads: quantize/ (the model that ships + tokenizer + labels), export/model.onnx (fp32 student, for
-       comparison), teacher/manifest.json (teacher accuracy), the recipe's test split.
-Writes: bundle/ (model.onnx, tokenizer files, labels.json, preprocess.json, predict.py; the manifest is
-        written by the pipeline), report.json, report.md, latency.png.
+       comparison), baseline/ (the fp32 teacher), teacher/manifest.json (teacher accuracy), distill/manifest.json
+       (student layers), the recipe's test split.
+Writes: bundle/ (model.onnx, tokenizer files, labels.json, preprocess.json, predict.py and the edgetune_runtime.py it
+        runs on; the manifest is written by the pipeline), report.json, report.md and the plots.
 Never cached: a build reuses the report only while the bundle it describes is unchanged.
+
+Running and timing the models is edgetune.runtime's; report.json's fields are edgetune.report_json.Report.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import random
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgetune import bundle_predict, host as hostinfo
-from edgetune.artifacts import folder_size, read_manifest
-from edgetune.console import log
+from edgetune import bundle_predict, runtime
+from edgetune.console import log, progress
 from edgetune.data import load_dataset, sequence_length
 from edgetune.errors import StageFailed
-from edgetune.latency import measure_interleaved
 from edgetune.metrics import classification_scores, per_class_f1
+from edgetune.quantizers import INT8_REFERENCE
 from edgetune.recipe import Recipe
 from edgetune.report import write_reports
-from edgetune.stages.quantize import INT8_REFERENCE
+from edgetune.report_json import SCHEMA_VERSION, Budget, Int4VsInt8, LatencyMs, ModelRow, Ratio, RemoteRun, Report
 from edgetune.targets import Target
 
 BUNDLE_FILES = ("model.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
@@ -52,13 +55,35 @@ print(json.dumps({"cold_start_ms": cold * 1e3, "peak_rss_mb": peak}))
 """
 
 
-def preprocess_settings(folder: Path, max_length: int) -> dict:
-    """Truncation and padding for a Hugging Face tokenizer folder, as predict.py applies them."""
-    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
-    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
-    pad_token = tokenizer_config.get("pad_token", "[PAD]")
-    pad_id = vocab[pad_token] if isinstance(vocab, dict) else next(i for i, (t, _) in enumerate(vocab) if t == pad_token)
-    return {"max_length": max_length, "pad_id": pad_id, "pad_token": pad_token}
+@dataclass
+class Model:
+    """One model bench runs: its tokenizer and session, and what it scored and weighs."""
+    tokenizer: object
+    session: object
+    size_bytes: int
+    predictions: np.ndarray | None = None
+
+
+def assemble_bundle(src: Path, bundle: Path, max_length: int) -> None:
+    bundle.mkdir()
+    for name in BUNDLE_FILES:
+        if (src / name).exists():
+            shutil.copy(src / name, bundle / name)
+    (bundle / "preprocess.json").write_text(json.dumps(runtime.preprocess_settings(src, max_length)))
+    shutil.copy(Path(bundle_predict.__file__), bundle / "predict.py")
+    shutil.copy(Path(runtime.__file__), bundle / "edgetune_runtime.py")  # predict.py's tokenizer and session code
+
+
+def check_provider(target: Target) -> None:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if target.remote is None and target.execution_provider not in available:
+        raise StageFailed(
+            f"target {target.name} needs {target.execution_provider}, which this host's onnxruntime lacks "
+            f"(it has {', '.join(available)}); bench it on a machine with that provider (e.g. onnxruntime-gpu "
+            "and an NVIDIA GPU for CUDAExecutionProvider)"
+        )
 
 
 def folder_length(recipe: Recipe, folder: Path, data) -> int:
@@ -68,50 +93,41 @@ def folder_length(recipe: Recipe, folder: Path, data) -> int:
     return sequence_length(recipe.data, Tokenizer.from_file(str(folder / "tokenizer.json")), data.train.texts).tokens
 
 
-def assemble_bundle(src: Path, bundle: Path, max_length: int) -> None:
-    bundle.mkdir()
-    for name in BUNDLE_FILES:
-        if (src / name).exists():
-            shutil.copy(src / name, bundle / name)
-    (bundle / "preprocess.json").write_text(json.dumps(preprocess_settings(src, max_length)))
-    shutil.copy(Path(bundle_predict.__file__), bundle / "predict.py")
+def open_models(bundle: Path, inputs: dict[str, Path], threads: int, provider: str, teacher_length: int) -> dict:
+    """The shipped model, the fp32 student it was quantized from, the fp32 teacher (and int8 beside int4)."""
+    tokenizer = runtime.load_tokenizer(bundle)
+    teacher_tokenizer = runtime.load_tokenizer(inputs["baseline"],
+                                               runtime.preprocess_settings(inputs["baseline"], teacher_length))
+    paths = {"shipped": (tokenizer, bundle / "model.onnx"),
+             "student_fp32": (tokenizer, inputs["export"] / "model.onnx"),
+             "teacher_fp32": (teacher_tokenizer, inputs["baseline"] / "model.onnx")}
+    if (inputs["quantize"] / INT8_REFERENCE).exists():  # written beside an int4 model
+        paths["int8_dynamic"] = (tokenizer, inputs["quantize"] / INT8_REFERENCE)
+    return {name: Model(tok, runtime.open_session(path, threads, provider), path.stat().st_size)
+            for name, (tok, path) in paths.items()}
 
 
-def session_options(threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # No spin-waiting between runs: interleaved sessions would steal each other's cores (p95 x40 seen here),
-    # and a device serving sporadic requests sleeps between them anyway.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
+def score(models: dict[str, Model], texts: list[str], truth: np.ndarray, labels: list[str]) -> tuple[dict, dict]:
+    """Accuracy / macro-F1 and per-class F1 of every model on the test split."""
+    scores, per_class = {}, {}
+    for name, m in models.items():
+        m.predictions = runtime.logits(texts, m.tokenizer, m.session).argmax(-1)
+        scores[name] = classification_scores(truth, m.predictions, len(labels))
+        per_class[name] = dict(zip(labels, map(float, per_class_f1(truth, m.predictions, len(labels)))))
+    return scores, per_class
 
 
-def predict_all(texts, tokenizer, session, batch_size: int = 32) -> np.ndarray:
-    out = []
-    for i in range(0, len(texts), batch_size):
-        out.append(session.run(None, bundle_predict.encode(texts[i : i + batch_size], tokenizer, session))[0])
-    return np.concatenate(out).argmax(-1)
-
-
-def latency_feeds(texts, tokenizer, session, batch_size: int, length: int | None, seed: int) -> list[dict]:
-    """Batches of real test texts in a fixed shuffled order; padded to `length` when the target fixes it."""
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
-    feeds = []
-    for i in range(0, len(order) - batch_size + 1, batch_size):
-        feed = bundle_predict.encode([texts[j] for j in order[i : i + batch_size]], tokenizer, session)
-        if length:
-            feed = {k: np.pad(v[:, :length], ((0, 0), (0, max(0, length - v.shape[1])))) for k, v in feed.items()}
-        feeds.append(feed)
-    return feeds
-
-
-def megabytes(path: Path) -> str:
-    return f"{path.stat().st_size / 1e6:.1f} MB"
+def time_models(models: dict[str, Model], texts: list[str], target: Target, recipe: Recipe):
+    """All models interleaved in one run over the same replayed test texts: name -> Latency, and the feed lengths."""
+    feeds = {name: runtime.latency_feeds(texts, m.tokenizer, m.session, target.batch_size, target.sequence_length,
+                                         recipe.seed) for name, m in models.items()}
+    runners = {name: runtime.Runner(lambda feed, s=m.session: s.run(None, feed), feeds[name])
+               for name, m in models.items()}
+    rule = runtime.StopRule.of(recipe.bench)
+    with progress() as bar:
+        task = bar.add_task("benchmarking shipped / fp32 student / teacher", total=rule.max_runs)
+        latency = runtime.measure(runners, rule, on_round=lambda done, _: bar.update(task, completed=done))
+    return latency, [len(f["input_ids"][0]) for f in feeds["shipped"]]
 
 
 def cold_start(bundle: Path, texts: list[str]) -> dict:
@@ -123,138 +139,153 @@ def cold_start(bundle: Path, texts: list[str]) -> dict:
 
 
 def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Target) -> dict[str, float]:
-    import onnxruntime as ort
+    from edgetune import host as hostinfo
 
-    from edgetune.latency import ratio_interval, speed_verdict
-
-    available = ort.get_available_providers()
-    if target.remote is None and target.execution_provider not in available:
-        raise StageFailed(
-            f"target {target.name} needs {target.execution_provider}, which this host's onnxruntime lacks "
-            f"(it has {', '.join(available)}); bench it on a machine with that provider (e.g. onnxruntime-gpu "
-            "and an NVIDIA GPU for CUDAExecutionProvider)"
-        )
-    host = build_host = hostinfo.describe(target)
-    mismatch = hostinfo.target_mismatch(target, host)
-    if mismatch:
-        log(mismatch, style="yellow")
+    check_provider(target)
+    build_host = hostinfo.describe(target)
+    if hostinfo.target_mismatch(target, build_host):
+        log(hostinfo.target_mismatch(target, build_host), style="yellow")
     bundle = out_dir / "bundle"
     data = load_dataset(recipe.data, recipe.seed)
     assemble_bundle(inputs["quantize"], bundle, folder_length(recipe, inputs["quantize"], data))
-    # On a remote target the device times the shipped model; this host still compares the three models.
-    options = session_options(build_host["threads"])
-    providers = ["CPUExecutionProvider"] if target.remote else [target.execution_provider]
-    tokenizer, session, labels = bundle_predict.load(bundle, options, providers)
-    teacher_tokenizer = bundle_predict.load_tokenizer(
-        inputs["baseline"], preprocess_settings(inputs["baseline"], folder_length(recipe, inputs["baseline"], data)))
-    # The shipped model, the fp32 student it was quantized from, and the fp32 teacher: same inputs, same host.
-    models = {
-        "shipped": (tokenizer, session),
-        "student_fp32": (tokenizer, ort.InferenceSession(str(inputs["export"] / "model.onnx"), options, providers=providers)),
-        "teacher_fp32": (teacher_tokenizer,
-                         ort.InferenceSession(str(inputs["baseline"] / "model.onnx"), options, providers=providers)),
-    }
-    int8_reference = inputs["quantize"] / INT8_REFERENCE  # written beside an int4 model
-    if int8_reference.exists():
-        models["int8_dynamic"] = (tokenizer, ort.InferenceSession(str(int8_reference), options, providers=providers))
-    texts, truth, n = list(data.test.texts), np.array(data.test.labels), len(labels)
-    predictions = {name: predict_all(texts, tok, sess) for name, (tok, sess) in models.items()}
-    scores = {name: classification_scores(truth, p, n) for name, p in predictions.items()}
-    per_class = {name: dict(zip(labels, map(float, per_class_f1(truth, p, n)))) for name, p in predictions.items()}
-    agreement = float(np.mean(predictions["student_fp32"] == predictions["shipped"]))
+    # On a remote target the device times the shipped model; this host still compares the models.
+    provider = "CPUExecutionProvider" if target.remote else target.execution_provider
+    models = open_models(bundle, inputs, build_host["threads"], provider,
+                         folder_length(recipe, inputs["baseline"], data))
+    texts, truth = list(data.test.texts), np.array(data.test.labels)
+    labels = json.loads((bundle / "labels.json").read_text())
+    scores, per_class = score(models, texts, truth, labels)
+    agreement = float(np.mean(models["student_fp32"].predictions == models["shipped"].predictions))
     log(f"accuracy {scores['shipped']['accuracy']:.4f} (fp32 student {scores['student_fp32']['accuracy']:.4f}, "
         f"{agreement:.1%} identical predictions; fp32 teacher {scores['teacher_fp32']['accuracy']:.4f})")
-
-    feeds = {name: latency_feeds(texts, tok, sess, target.batch_size, target.sequence_length, recipe.seed)
-             for name, (tok, sess) in models.items()}
-    runners = {name: (lambda feed, sess=sess: sess.run(None, feed), feeds[name]) for name, (_, sess) in models.items()}
-    latency = measure_interleaved(runners, recipe.bench, desc="benchmarking shipped / fp32 student / teacher")
-    timing = {name: lat.summary() for name, lat in latency.items()}
-    speedup, speedup_lo, speedup_hi = ratio_interval(latency["shipped"].samples_ms, latency["teacher_fp32"].samples_ms, 95, 4000)
-    shipped = timing["shipped"]
-    log(f"p95 {shipped['p95']:.2f} ms [{shipped['p95_ci'][0]:.2f}, {shipped['p95_ci'][1]:.2f}] over {shipped['runs']} runs "
-        f"({shipped['stopped_because']}); teacher fp32 p95 {timing['teacher_fp32']['p95']:.2f} ms: "
-        f"{speedup:.1f}x faster [{speedup_lo:.1f}, {speedup_hi:.1f}]")
-    int4_vs_int8 = None
-    if "int8_dynamic" in latency:
-        ratio, lo, hi = ratio_interval(latency["int8_dynamic"].samples_ms, latency["shipped"].samples_ms, 95, 4000)
-        int4_vs_int8 = {"ratio": ratio, "ci": [lo, hi], "int8_p95": timing["int8_dynamic"]["p95"],
-                        "int8_size_bytes": int8_reference.stat().st_size, "int8_accuracy": scores["int8_dynamic"]["accuracy"]}
-        log(f"int4 p95 / int8 dynamic p95 on this host: {ratio:.2f} [{lo:.2f}, {hi:.2f}] "
-            f"({speed_verdict(lo, hi)}); size "
-            f"{megabytes(bundle / 'model.onnx')} vs {megabytes(int8_reference)}")
+    latency, lengths = time_models(models, texts, target, recipe)
     child = cold_start(bundle, texts)
-    on_device = None
+    device = None
     if target.remote is not None:
         from edgetune import remote
 
-        on_device = remote.remote_bench(bundle, target, recipe.bench, texts, seed=recipe.seed)
-        host, shipped = on_device["host"], on_device["latency_ms"]
-        mismatch = hostinfo.target_mismatch(target, host)
-        child = {"cold_start_ms": on_device["cold_start_ms"], "peak_rss_mb": on_device["peak_rss_mb"]}
-        log(f"on {on_device['remote']['address']}: p95 {shipped['p95']:.2f} ms "
-            f"[{shipped['p95_ci'][0]:.2f}, {shipped['p95_ci'][1]:.2f}] over {shipped['runs']} runs")
+        device = remote.remote_bench(bundle, target, recipe.bench, texts, seed=recipe.seed)
+        child = {"cold_start_ms": device["cold_start_ms"], "peak_rss_mb": device["peak_rss_mb"]}
+        on = device["latency_ms"]
+        log(f"on {device['remote']['address']}: p95 {on['p95']:.2f} ms [{on['p95_ci'][0]:.2f}, {on['p95_ci'][1]:.2f}] "
+            f"over {on['runs']} runs")
+    measured = Measured(models, scores, per_class, latency, lengths, child, device)
+    report = build_report(recipe, target, inputs, bundle, build_host, measured)
+    write_reports(report, out_dir)
+    return {"p95_ms": report.latency_ms.p95, "accuracy": report.accuracy, "macro_f1": report.macro_f1,
+            "size_bytes": float(report.size_bytes)}
+
+
+# --- the report -----------------------------------------------------------------------------------------------
+
+@dataclass
+class Measured:
+    models: dict[str, Model]
+    scores: dict[str, dict]
+    per_class: dict[str, dict]
+    latency: dict  # name -> runtime.Latency, this host
+    lengths: list[int]  # token lengths of the replayed feeds
+    child: dict  # cold_start_ms, peak_rss_mb
+    device: dict | None  # remote.remote_bench's result, for a remote target
+
+
+def build_report(recipe: Recipe, target: Target, inputs: dict[str, Path], bundle: Path, build_host: dict,
+                 m: Measured) -> Report:
+    from edgetune import host as hostinfo
+    from edgetune.artifacts import folder_size, read_manifest
+
+    host = m.device["host"] if m.device else build_host
+    mismatch = hostinfo.target_mismatch(target, host)
+    latency = shipped_latency(m, target)
+    scores, sizes = m.scores, {name: model.size_bytes for name, model in m.models.items()}
     teacher_manifest = read_manifest(inputs["teacher"])
     teacher = teacher_manifest["metrics"]
-    sizes = {"shipped": (bundle / "model.onnx").stat().st_size,
-             "student_fp32": (inputs["export"] / "model.onnx").stat().st_size,
-             "teacher_fp32": (inputs["baseline"] / "model.onnx").stat().st_size}
-    lengths = [len(f["input_ids"][0]) for f in feeds["shipped"]]
-    samples = on_device["samples_ms"] if on_device else latency["shipped"].samples_ms
-    comparison = {name: scores[name] | {"p50": timing[name]["p50"], "p95": timing[name]["p95"],
-                                        "p95_ci": timing[name]["p95_ci"], "size_bytes": sizes[name]}
-                  for name in ("teacher_fp32", "student_fp32", "shipped")}
-    report = {
-        "schema_version": 1,
-        "target": target.name,
-        "measured_on_target": mismatch is None,
-        "note": mismatch or f"Measured on a host matching the {target.name} profile.",
-        "host": host,
-        "quantization": recipe.quantize.method,
-        "latency_ms": shipped | {"batch_size": target.batch_size,
-                                 "sequence_length": {"min": min(lengths), "median": float(np.median(lengths)), "max": max(lengths)},
-                                 "samples": [round(x, 4) for x in samples]},
-        "throughput_per_s": 1e3 * target.batch_size / shipped["mean"],
-        "cold_start_ms": child["cold_start_ms"],
-        "peak_rss_mb": child["peak_rss_mb"],
-        "accuracy": scores["shipped"]["accuracy"],
-        "macro_f1": scores["shipped"]["macro_f1"],
-        "per_class_f1": per_class["shipped"],
-        "agreement_with_fp32": agreement,
-        "size_bytes": sizes["shipped"],
-        "bundle_bytes": folder_size(bundle),
-        "student_fp32": scores["student_fp32"] | {"size_bytes": sizes["student_fp32"], "per_class_f1": per_class["student_fp32"]},
-        "teacher": {"accuracy": teacher["test_accuracy"], "macro_f1": teacher["test_macro_f1"],
-                    "layers": int(teacher["layers"]), "parameters": int(teacher["parameters"]),
-                    "per_class_f1": per_class["teacher_fp32"]},
-        "student": {"layers": int(read_manifest(inputs["distill"])["metrics"]["layers"])},
-        "comparison": comparison,
-        # teacher fp32 p95 / shipped p95, with a 95% bootstrap interval: 4.0 means a quarter of the latency.
-        "speedup_vs_teacher_p95": {"ratio": speedup, "ci": [speedup_lo, speedup_hi]},
-        # int4 builds only: shipped p95 / int8 dynamic p95 of the same model, timed in the same run.
-        "int4_vs_int8_p95": int4_vs_int8,
-        "test_examples": len(texts),
-        "test_set_sha256": teacher_manifest["material"]["files"]["test"],
-        "budgets": budgets(target, shipped["p95"], sizes["shipped"], scores["shipped"]["accuracy"]),
-    }
-    if on_device:
-        report["remote"] = on_device["remote"]
-        report["device_agreement"] = float(np.mean(np.array(on_device["predictions"]) == predictions["shipped"]))
-        report["comparison_note"] = f"comparison rows measured on the build host ({build_host['cpu']})"
+    report = Report(
+        schema_version=SCHEMA_VERSION, target=target.name, measured_on_target=mismatch is None,
+        note=mismatch or f"Measured on a host matching the {target.name} profile.", host=host,
+        quantization=recipe.quantize.method, latency_ms=latency,
+        throughput_per_s=1e3 * target.batch_size / latency.mean, cold_start_ms=m.child["cold_start_ms"],
+        peak_rss_mb=m.child["peak_rss_mb"], accuracy=scores["shipped"]["accuracy"],
+        macro_f1=scores["shipped"]["macro_f1"], per_class_f1=m.per_class["shipped"],
+        agreement_with_fp32=float(np.mean(m.models["student_fp32"].predictions == m.models["shipped"].predictions)),
+        size_bytes=sizes["shipped"], bundle_bytes=folder_size(bundle),
+        student_fp32=scores["student_fp32"] | {"size_bytes": sizes["student_fp32"],
+                                               "per_class_f1": m.per_class["student_fp32"]},
+        teacher={"accuracy": teacher["test_accuracy"], "macro_f1": teacher["test_macro_f1"],
+                 "layers": int(teacher["layers"]), "parameters": int(teacher["parameters"]),
+                 "per_class_f1": m.per_class["teacher_fp32"]},
+        student={"layers": int(read_manifest(inputs["distill"])["metrics"]["layers"])},
+        comparison=comparison_rows(m), speedup_vs_teacher_p95=speedup(m), test_examples=len(m.models["shipped"].predictions),
+        budgets=budgets(target, latency.p95, sizes["shipped"], scores["shipped"]["accuracy"]),
+        test_set_sha256=teacher_manifest["material"]["files"]["test"], int4_vs_int8_p95=int4_vs_int8(m, bundle))
+    report = _typed(report)
+    if m.device:
+        report.remote = RemoteRun(**m.device["remote"])
+        report.device_agreement = float(np.mean(np.array(m.device["predictions"]) == m.models["shipped"].predictions))
+        report.comparison_note = f"comparison rows measured on the build host ({build_host['cpu']})"
     elif mismatch and target.peak_gflops.fp32 and target.memory_bandwidth_gbs:
-        report["estimate"] = latency_estimate(bundle / "model.onnx", target, report)
-    write_reports(report, out_dir, samples)
-    return {"p95_ms": shipped["p95"], "accuracy": scores["shipped"]["accuracy"], "macro_f1": scores["shipped"]["macro_f1"],
-            "size_bytes": float(sizes["shipped"])}
+        report.estimate = latency_estimate(bundle / "model.onnx", target, report)
+    return report
 
 
-def latency_estimate(model: Path, target: Target, report: dict) -> dict | None:
+def _typed(report: Report) -> Report:
+    """Nested sections given as dicts above, checked and typed by the one definition."""
+    from edgetune.report_json import parse
+
+    return parse(dataclasses.asdict(report), "bench")
+
+
+def shipped_latency(m: Measured, target: Target) -> LatencyMs:
+    if m.device:
+        summary, samples = m.device["latency_ms"], m.device["samples_ms"]
+    else:
+        summary, samples = m.latency["shipped"].summary(), m.latency["shipped"].samples_ms
+        summary["sequence_length"] = {"min": min(m.lengths), "median": float(np.median(m.lengths)),
+                                      "max": max(m.lengths)}
+        summary["batch_size"] = target.batch_size
+    return LatencyMs(**(summary | {"samples": [round(x, 4) for x in samples]}))
+
+
+def comparison_rows(m: Measured) -> dict[str, ModelRow]:
+    rows = {}
+    for name in ("teacher_fp32", "student_fp32", "shipped"):
+        timing = m.latency[name].summary()
+        rows[name] = ModelRow(m.scores[name]["accuracy"], m.scores[name]["macro_f1"], timing["p50"], timing["p95"],
+                              timing["p95_ci"], m.models[name].size_bytes)
+    return rows
+
+
+def speedup(m: Measured) -> Ratio:
+    ratio, lo, hi = runtime.ratio_interval(m.latency["shipped"].samples_ms, m.latency["teacher_fp32"].samples_ms,
+                                           95, 4000)
+    shipped, teacher = m.latency["shipped"].summary(), m.latency["teacher_fp32"].summary()
+    log(f"p95 {shipped['p95']:.2f} ms [{shipped['p95_ci'][0]:.2f}, {shipped['p95_ci'][1]:.2f}] over {shipped['runs']} "
+        f"runs ({shipped['stopped_because']}); teacher fp32 p95 {teacher['p95']:.2f} ms: "
+        f"{ratio:.1f}x faster [{lo:.1f}, {hi:.1f}]")
+    return Ratio(ratio, [lo, hi])
+
+
+def int4_vs_int8(m: Measured, bundle: Path) -> Int4VsInt8 | None:
+    if "int8_dynamic" not in m.latency:
+        return None
+    ratio, lo, hi = runtime.ratio_interval(m.latency["int8_dynamic"].samples_ms, m.latency["shipped"].samples_ms,
+                                           95, 4000)
+    int8 = m.models["int8_dynamic"]
+    log(f"int4 p95 / int8 dynamic p95 on this host: {ratio:.2f} [{lo:.2f}, {hi:.2f}] "
+        f"({runtime.speed_verdict(lo, hi)}); size {m.models['shipped'].size_bytes / 1e6:.1f} MB vs "
+        f"{int8.size_bytes / 1e6:.1f} MB")
+    return Int4VsInt8(ratio, [lo, hi], m.latency["int8_dynamic"].summary()["p95"], int8.size_bytes,
+                      m.scores["int8_dynamic"]["accuracy"])
+
+
+def latency_estimate(model: Path, target: Target, report: Report) -> dict | None:
     """Roofline estimate for a target that is not at hand; kept apart from every measured field."""
     from edgetune import roofline
     from edgetune.errors import BadInput
 
+    measured = dataclasses.asdict(report.latency_ms) | {"threads": report.host.threads}
     try:
-        estimate = roofline.estimate_latency(model, target, report["latency_ms"] | {"threads": report["host"]["threads"]})
+        estimate = roofline.estimate_latency(model, target, measured)
     except BadInput as err:
         log(f"no latency estimate for {target.name}: {err}")
         return None
@@ -262,13 +293,13 @@ def latency_estimate(model: Path, target: Target, report: dict) -> dict | None:
     return estimate
 
 
-def budgets(target: Target, p95: float, size: int, accuracy: float) -> dict:
+def budgets(target: Target, p95: float, size: int, accuracy: float) -> dict[str, Budget]:
     b = target.budgets
     checks = {}
     if b.p95_ms is not None:
-        checks["p95_ms"] = {"limit": b.p95_ms, "value": round(p95, 3), "ok": p95 <= b.p95_ms}
+        checks["p95_ms"] = Budget(b.p95_ms, round(p95, 3), p95 <= b.p95_ms)
     if b.size_mb is not None:
-        checks["size_mb"] = {"limit": b.size_mb, "value": round(size / 1e6, 2), "ok": size / 1e6 <= b.size_mb}
+        checks["size_mb"] = Budget(b.size_mb, round(size / 1e6, 2), size / 1e6 <= b.size_mb)
     if b.min_accuracy is not None:
-        checks["min_accuracy"] = {"limit": b.min_accuracy, "value": round(accuracy, 4), "ok": accuracy >= b.min_accuracy}
+        checks["min_accuracy"] = Budget(b.min_accuracy, round(accuracy, 4), accuracy >= b.min_accuracy)
     return checks

@@ -49,10 +49,11 @@ def export_onnx(model, names: tuple[str, ...], path: Path, opset: int, sample: d
 
 def max_difference(model, onnx_path: Path, names, batches: list[dict]) -> float:
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    from edgetune import runtime
+
+    session = runtime.open_session(onnx_path, threads=0)  # 0: one thread per core
     worst = 0.0
     with torch.no_grad():
         for batch in batches:
@@ -102,10 +103,9 @@ def check_pruned(onnx_path: Path, tokenizer_json: Path, tokenizer, texts: list[s
     Fails the stage when that tokenizer and the transformers one give different ids for a test text.
     """
     import numpy as np
-    import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from edgetune import bundle_predict
+    from edgetune import runtime
 
     shipped = Tokenizer.from_file(str(tokenizer_json))
     shipped.enable_truncation(max_length)
@@ -115,12 +115,8 @@ def check_pruned(onnx_path: Path, tokenizer_json: Path, tokenizer, texts: list[s
         raise StageFailed(f"vocabulary pruning: the bundle's tokenizer ({tokenizer_json.name} read by tokenizers) and "
                           f"the transformers tokenizer disagree on {len(differ)} test texts, e.g. {differ[0]!r}")
     shipped.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    predictions = np.concatenate([
-        session.run(None, bundle_predict.encode(texts[i : i + 64], shipped, session))[0].argmax(-1)
-        for i in range(0, len(texts), 64)
-    ])
-    return float(np.mean(predictions == reference))
+    session = runtime.open_session(onnx_path, threads=0)  # 0: one thread per core
+    return float(np.mean(runtime.logits(texts, shipped, session, 64).argmax(-1) == reference))
 
 
 def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Target) -> dict[str, float]:
