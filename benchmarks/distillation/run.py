@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune import pipeline, schema
+from edgetune import artifacts, pipeline, schema
 from edgetune.metrics import classification_scores, paired_difference
 from edgetune.recipe import DEFAULT_RECIPE, load_recipe
 from edgetune.targets import load_target
@@ -93,6 +93,7 @@ def wait_for_other_build(data: Path, out: Path, overrides: tuple[str, ...]) -> N
     train it twice on the same cores."""
     recipe = load_recipe("accuracy", data_dir=data, overrides=overrides)
     key = pipeline.fingerprints(recipe, load_target("x86-avx2"))["teacher"]["key"]
+    artifacts.remove_stale_staging(out)  # a killed process's folder is not a build in progress
     while any(True for _ in (out / "cache").glob(f".tmp-*-teacher-{key[:16]}")):
         time.sleep(30)
 
