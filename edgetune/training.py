@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import os
 import random
-import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,10 +14,10 @@ import torch
 from edgetune.console import progress, log
 from edgetune.data import Encoded, length_grouped_batches, pad_batch
 from edgetune.metrics import classification_scores
+from edgetune.models import LAYER_PARAM
 from edgetune.recipe import TrainingConfig
 
 
-LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")  # "mpnet.encoder.layer.3.attention..." -> 3
 
 
 def seed_everything(seed: int) -> None:
@@ -80,8 +79,8 @@ def freeze_lower_layers(model, count: int) -> None:
     if count <= 0:
         return
     for name, param in model.named_parameters():
-        match = LAYER_INDEX.search(name)
-        if ".embeddings." in f".{name}" or (match and int(match[1]) < count):
+        match = LAYER_PARAM.match(name)
+        if ".embeddings." in f".{name}" or (match and int(match[2]) < count):
             param.requires_grad_(False)
 
 

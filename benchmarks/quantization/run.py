@@ -73,13 +73,24 @@ def host_target() -> str:
     return "x86-avx512-vnni" if "avx512_vnni" in flags else "x86-avx2"
 
 
-def build_variants(export: Path, data: Path, work: Path, target_name: str, keep_first: int) -> list[Variant]:
+def export_length(export: Path, data: Path) -> int:
+    """The token length the export's build ran at: its data.max_length, with "auto" resolved as the stages do."""
+    from transformers import AutoTokenizer
+
+    from edgetune.data import load_dataset, sequence_length
+
+    configured = json.loads((export / "manifest.json").read_text())["material"]["config"]["data"]["max_length"]
+    recipe = load_recipe(None, data_dir=data, overrides=(f"data.max_length={configured}",))
+    train = load_dataset(recipe.data, recipe.seed).train.texts
+    return sequence_length(recipe.data, AutoTokenizer.from_pretrained(export), train).tokens
+
+
+def build_variants(export: Path, data: Path, work: Path, target_name: str, keep_first: int,
+                   max_length: int) -> list[Variant]:
     from transformers import AutoTokenizer
 
     from edgetune.training import input_names_of
 
-    manifest = json.loads((export / "manifest.json").read_text())
-    max_length = manifest["material"]["config"]["data"]["max_length"]
     recipe = load_recipe(None, data_dir=data, overrides=(f"data.max_length={max_length}",))
     preset = load_target(target_name).quantization
     config = json.loads((export / "merged" / "config.json").read_text())
@@ -290,7 +301,8 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="quant-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    variants = build_variants(export, data, work, target, args.keep_first)
+    max_length = export_length(export, data)
+    variants = build_variants(export, data, work, target, args.keep_first, max_length)
     import csv
 
     with open(data / "test.csv", newline="", encoding="utf-8") as handle:
@@ -298,7 +310,6 @@ def main() -> None:
     labels = json.loads((export / "labels.json").read_text())
     texts = [r["text"].strip() for r in rows]
     truth = np.array([labels.index(r["label"].strip()) for r in rows])
-    max_length = json.loads((export / "manifest.json").read_text())["material"]["config"]["data"]["max_length"]
     measured = measure(variants, texts, truth, labels, args.threads, args.seconds, max_length)
     preset = load_target(target).quantization
     recipe_calibration = stage.calibration_texts(load_recipe(None, data_dir=data))[1]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -26,12 +25,10 @@ from edgetune.augment import augment_texts
 from edgetune.console import log
 from edgetune.data import encode, load_dataset, read_calibration_texts, sequence_length
 from edgetune.errors import BadInput
-from edgetune.models import check_layer_map, resolve_model
+from edgetune.models import LAYER_PARAM, check_layer_map, resolve_model
 from edgetune.recipe import DistillConfig, Recipe
 from edgetune.targets import Target
 
-# Parameter names of the stacked transformer layers: "bert.encoder.layer.3.attention...".
-LAYER_PARAM = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")
 NO_LABEL = -100  # cross_entropy's ignore_index: transfer text
 
 
