@@ -160,15 +160,21 @@ class Variant:
 
 
 def error_line(text: str) -> str:
-    """The line that says what went wrong: the last one naming an error, else the last line."""
+    """The line that says what went wrong: the last one naming an error (with the next two when it is a heading,
+    as pydantic's "1 validation error for X" is), else the last line."""
     lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
-    named = [l for l in lines if re.search(r"(Error|Exception|Fail|error:)", l)]
-    return (named or lines or ["(no output)"])[-1][:500]
+    named = [i for i, l in enumerate(lines) if re.search(r"(Error|Exception|Fail|error:)", l)]
+    if not named:
+        return (lines or ["(no output)"])[-1][:500]
+    i = named[-1]
+    line = lines[i] if len(lines[i]) > 80 else " ".join(lines[i : i + 3])
+    return line[:500]
 
 
 def run_peer(command: list[str], log: Path, env: dict | None = None) -> tuple[int, str]:
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    # In the log's folder: Olive resolves config strings against its working directory (see olive_config).
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=log.parent)
     log.write_text(f"$ {' '.join(command)}\nexit {result.returncode} after {time.perf_counter() - started:.0f} s\n"
                    f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
     return result.returncode, result.stdout + "\n" + result.stderr
@@ -231,14 +237,16 @@ def olive_config(model: Path, out: Path, static_calibration: Path | None, max_le
         passes["quantization"] = {"type": "OnnxDynamicQuantization"}
     else:
         data_configs = [{
-            "name": "calibration",
+            # Not "calibration": Olive reads a data-config name that is also a folder in its working directory as
+            # that folder's path, then rejects it ("DataConfig name /.../calibration should only contain letters...").
+            "name": "peers_calibration",
             "type": "HuggingfaceContainer",
             "load_dataset_config": {"data_name": "csv", "data_files": str(static_calibration), "split": "train"},
             "pre_process_data_config": {"input_cols": ["text"], "label_col": "label", "max_length": max_length,
                                         "padding": "max_length", "max_samples": 10**6},
             "dataloader_config": {"batch_size": 1},
         }]
-        passes["quantization"] = {"type": "OnnxStaticQuantization", "data_config": "calibration",
+        passes["quantization"] = {"type": "OnnxStaticQuantization", "data_config": "peers_calibration",
                                   "quant_format": "QDQ"}
     return {
         "input_model": {"type": "HfModel", "model_path": str(model), "task": "text-classification",
