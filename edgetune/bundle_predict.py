@@ -29,6 +29,11 @@ def load_tokenizer(folder=HERE, settings=None):
 def load(folder=HERE, options=None, providers=("CPUExecutionProvider",)):
     folder = Path(folder)
     tokenizer = load_tokenizer(folder)
+    settings = json.loads((folder / "preprocess.json").read_text())
+    if options is None and settings.get("intra_op_threads"):
+        # The target's thread count (targets/*.yaml says why it is what it is): onnxruntime's default is every core.
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings["intra_op_threads"]
     session = ort.InferenceSession(str(folder / "model.onnx"), sess_options=options, providers=list(providers))
     labels = json.loads((folder / "labels.json").read_text())
     return tokenizer, session, labels

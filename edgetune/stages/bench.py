@@ -68,12 +68,13 @@ def folder_length(recipe: Recipe, folder: Path, data) -> int:
     return sequence_length(recipe.data, Tokenizer.from_file(str(folder / "tokenizer.json")), data.train.texts).tokens
 
 
-def assemble_bundle(src: Path, bundle: Path, max_length: int) -> None:
+def assemble_bundle(src: Path, bundle: Path, max_length: int, threads: int) -> None:
     bundle.mkdir()
     for name in BUNDLE_FILES:
         if (src / name).exists():
             shutil.copy(src / name, bundle / name)
-    (bundle / "preprocess.json").write_text(json.dumps(preprocess_settings(src, max_length)))
+    # The target's intra-op thread count travels with the bundle: predict.py opens its session with it, as bench times it.
+    (bundle / "preprocess.json").write_text(json.dumps(preprocess_settings(src, max_length) | {"intra_op_threads": threads}))
     shutil.copy(Path(bundle_predict.__file__), bundle / "predict.py")
 
 
@@ -140,7 +141,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         log(mismatch, style="yellow")
     bundle = out_dir / "bundle"
     data = load_dataset(recipe.data, recipe.seed)
-    assemble_bundle(inputs["quantize"], bundle, folder_length(recipe, inputs["quantize"], data))
+    assemble_bundle(inputs["quantize"], bundle, folder_length(recipe, inputs["quantize"], data), target.intra_op_threads)
     # On a remote target the device times the shipped model; this host still compares the three models.
     options = session_options(build_host["threads"])
     providers = ["CPUExecutionProvider"] if target.remote else [target.execution_provider]
