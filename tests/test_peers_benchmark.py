@@ -63,7 +63,7 @@ def test_graph_ops_counts_the_graph_onnxruntime_runs(peers, tmp_path, quantize):
 
 def row(tool, base, variant, accuracy, p95, size, ratio=None):
     r = {"tool": tool, "base": base, "variant": variant, "accuracy": accuracy, "macro_f1": accuracy - 0.01,
-         "p50": p95 / 2, "p50_ci": [p95 / 2.1, p95 / 1.9], "p95": p95, "p95_ci": [p95 * 0.95, p95 * 1.05],
+         "p50": p95 / 2, "p50_ci": [p95 / 2.1, p95 / 1.9], "p95": p95, "threads": 2, "p95_ci": [p95 * 0.95, p95 * 1.05],
          "size_bytes": size, "graph": {"ran": {"fused": {"Attention": 2}, "quantized": {"MatMulInteger": 4}}}}
     if ratio:
         r["p95_vs_shipped"] = {"ratio": ratio[0], "ci": list(ratio[1:])}

@@ -124,6 +124,25 @@ def read_build(label: str, out: str, target: str, data: str) -> Build:
                  int(json.loads((teacher / "manifest.json").read_text())["metrics"]["layers"]))
 
 
+def unfinished_build(label: str, out: str, target: str, data: str) -> Build:
+    """A build still training: its finished teacher (and student, once exported), for --prepare to start on."""
+    out, data = Path(out), Path(data)
+
+    def only(stage: str) -> Path | None:
+        done = [f for f in sorted((out / "cache").glob(f"{stage}-*")) if (f / "manifest.json").is_file()]
+        if len(done) > 1:
+            sys.exit(f"{out}/cache holds {len(done)} finished {stage} folders: which one the bundle uses is known only "
+                     "once it is built; rerun without --prepare then")
+        return done[0] if done else None
+
+    teacher, export = only("teacher"), only("export")
+    if teacher is None:
+        sys.exit(f"{out}: no finished teacher yet; nothing to prepare")
+    manifest = json.loads((teacher / "manifest.json").read_text())
+    return Build(label, out, target, data, teacher / "model", export / "merged" if export else None, None,
+                 int(manifest["material"]["config"]["data"]["max_length"]), data, 0, int(manifest["metrics"]["layers"]))
+
+
 def read_split(path: Path) -> tuple[list[str], list[str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -157,6 +176,7 @@ class Variant:
     error: str | None = None
     workaround: str | None = None
     command: str = ""
+    threads: int | None = None  # None: the table's thread count
 
 
 def error_line(text: str) -> str:
@@ -190,9 +210,14 @@ def peer_env() -> dict:
     return os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"}
 
 
-def build_variant(variant: Variant, folder: Path, command: list[str], expect: str | None = None) -> Variant:
+def build_variant(variant: Variant, folder: Path, command: list[str], names: dict[str, str],
+                  expect: str | None = None) -> Variant:
     """Run one peer command unless its model is already there; a non-zero exit or no model is a recorded failure."""
-    variant.command = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(command))
+    # Shown without machine paths: the model folders as the build names them, peer outputs under WORK.
+    shown = [Path(command[0]).name] + command[1:]
+    for path, name in names.items():  # longest first: WORK sits inside OUT by default
+        shown = [c.replace(path, name) for c in shown]
+    variant.command = " ".join(shown)
     done = folder / ".done"
     if not done.exists():
         if folder.exists():
@@ -266,6 +291,8 @@ def olive_config(model: Path, out: Path, static_calibration: Path | None, max_le
 def peer_variants(build: Build, python: Path, work: Path, calibration_texts: int) -> list[Variant]:
     bin_ = python.parent
     variants = []
+    names = dict(sorted({str(work): "WORK", str(build.out.resolve()): "OUT", str(build.out): "OUT"}.items(),
+                        key=lambda kv: -len(kv[0])))
     train_texts, train_labels = read_split(build.data / "train.csv")
     # Calibration: the first N training texts in a fixed shuffled order (the same N for every model).
     order = np.random.default_rng(0).permutation(len(train_texts))[:calibration_texts]
@@ -277,20 +304,23 @@ def peer_variants(build: Build, python: Path, work: Path, calibration_texts: int
         writer.writerow(["text", "label"])
         writer.writerows([train_texts[i], label2id[train_labels[i]]] for i in order)
     for base, model in (("teacher", build.teacher), ("student", build.student)):
+        if model is None:  # --prepare on a build whose student is not exported yet
+            continue
         config = json.loads((model / "config.json").read_text())
         labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-        root = work / base
+        # Named after the stage folder (its cache key): a retrained teacher or student never reuses stale variants.
+        root = work / model.parent.name
         root.mkdir(parents=True, exist_ok=True)
         made = []
         fp32 = build_variant(Variant("optimum fp32", "optimum-cli", base), root / "optimum-fp32",
                              [str(bin_ / "optimum-cli"), "export", "onnx", "--model", str(model), "--task",
-                              "text-classification", str(root / "optimum-fp32")], "model.onnx")
+                              "text-classification", str(root / "optimum-fp32")], names, "model.onnx")
         made.append(fp32)
         o2 = Variant("optimum O2", "optimum-cli", base)
         if fp32.path:
             o2 = build_variant(o2, root / "optimum-O2", [str(bin_ / "optimum-cli"), "onnxruntime", "optimize",
                                                          "--onnx_model", str(fp32.path.parent), "-O2", "-o",
-                                                         str(root / "optimum-O2")])
+                                                         str(root / "optimum-O2")], names)
         else:
             o2.error = "not built: the fp32 export failed"
         made.append(o2)
@@ -303,7 +333,7 @@ def peer_variants(build: Build, python: Path, work: Path, calibration_texts: int
                 else:
                     variant = build_variant(variant, folder, [
                         str(bin_ / "optimum-cli"), "onnxruntime", "quantize", "--onnx_model", str(source.path.parent),
-                        f"--{isa}", "-o", str(folder)])
+                        f"--{isa}", "-o", str(folder)], names)
                 made.append(variant)
         for static, name in ((None, "olive dynamic int8"), (calibration, "olive static int8")):
             folder = root / name.replace(" ", "-")
@@ -311,7 +341,7 @@ def peer_variants(build: Build, python: Path, work: Path, calibration_texts: int
             config_path = root / f"{folder.name}.json"
             config_path.write_text(json.dumps(olive_config(model, folder, static, build.max_length), indent=2))
             made.append(build_variant(Variant(name, "olive", base), folder,
-                                      [str(bin_ / "olive"), "run", "--config", str(config_path)]))
+                                      [str(bin_ / "olive"), "run", "--config", str(config_path)], names))
         for variant in made:
             variant.tokenizer, variant.labels = model, labels
         variants += made
@@ -380,31 +410,34 @@ def load_avg() -> list[float]:
 
 
 def timing_config(n_texts: int, seconds: float) -> BenchConfig:
-    # Every model runs every test text at least once (min_runs), one pass more while time allows (p95 stability).
-    return BenchConfig(warmup_runs=20, min_runs=n_texts, max_runs=max(2 * n_texts, 1000), max_seconds=seconds,
+    # Every model runs every test text once (min_runs); a small test split is replayed up to 1000 runs, for the p95.
+    return BenchConfig(warmup_runs=20, min_runs=n_texts, max_runs=max(n_texts, 1000), max_seconds=seconds,
                        ci_relative_halfwidth=0.02)
 
 
-def compare(build: Build, variants: list[Variant], threads: int, seconds: float) -> dict:
+def compare(build: Build, variants: list[Variant], threads: int, preset_threads: int, seconds: float) -> dict:
     import onnxruntime as ort
 
     texts, truth_names = read_split(build.test_file)
     shipped_labels = json.loads((build.shipped / "labels.json").read_text())
     shipped = Variant("edgetune shipped", "edgetune", "student", build.shipped / "model.onnx", build.shipped, shipped_labels)
     timed = [shipped] + [v for v in variants if v.path is not None]
-    options = session_options(threads)
+    if preset_threads != threads:
+        # As the target preset runs it (its `threads`): the bundle's predict.py opens its session so too.
+        timed.append(dataclasses.replace(shipped, name=f"edgetune shipped, preset {preset_threads} thread"
+                                         + "s" * (preset_threads > 1), threads=preset_threads))
     rows, runners = {}, {}
     order = np.random.default_rng(0).permutation(len(texts))  # one fixed shuffled order, the same for all models
     for v in timed:
         key = f"{v.base}: {v.name}"
         tokenizer = tokenizer_for(v.tokenizer, build.max_length)
-        session = ort.InferenceSession(str(v.path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(v.path), session_options(v.threads or threads), providers=["CPUExecutionProvider"])
         index = {name: i for i, name in enumerate(v.labels)}
         truth = np.array([index[t] for t in truth_names])
         predicted = predict_all(texts, tokenizer, session)
         feeds = [bundle_predict.encode([texts[i]], tokenizer, session) for i in order]
         runners[key] = (lambda feed, s=session: s.run(None, feed), feeds)
-        rows[key] = {"tool": v.tool, "base": v.base, "variant": v.name,
+        rows[key] = {"tool": v.tool, "base": v.base, "variant": v.name, "threads": v.threads or threads,
                      "model": os.path.relpath(v.path, REPO if v.tool == "edgetune" else v.path.parents[2]),
                      "size_bytes": model_bytes(v.path), "build_s": round(v.build_s, 1), "command": v.command,
                      "graph": graph_ops(v.path), "predictions": predicted,
@@ -419,15 +452,17 @@ def compare(build: Build, variants: list[Variant], threads: int, seconds: float)
         s = lat.summary()
         rows[key] |= {"p50": s["p50"], "p50_ci": s["p50_ci"], "p95": s["p95"], "p95_ci": s["p95_ci"], "runs": s["runs"]}
     base_key = "student: edgetune shipped"
+    preset_key = next((k for k in rows if k.startswith("student: edgetune shipped, preset")), None)
     shipped_predictions = rows[base_key]["predictions"]
     for key, row in rows.items():
-        if key != base_key:
-            ratio, lo, hi = ratio_interval(latency[base_key].samples_ms, latency[key].samples_ms, 95, 4000)
-            row["p95_vs_shipped"] = {"ratio": ratio, "ci": [lo, hi], "verdict": speed_verdict(lo, hi)}
+        for field, reference in (("p95_vs_shipped", base_key), ("p95_vs_preset", preset_key)):
+            if reference is not None and key != reference:
+                ratio, lo, hi = ratio_interval(latency[reference].samples_ms, latency[key].samples_ms, 95, 4000)
+                row[field] = {"ratio": ratio, "ci": [lo, hi], "verdict": speed_verdict(lo, hi)}
         predictions = row.pop("predictions")
         # Only the student's variants share the shipped model's graph; a teacher agreeing less is no defect.
         row["agreement_with_shipped"] = float(np.mean(predictions == shipped_predictions)) if row["base"] == "student" else None
-    return {"rows": rows, "timing": {"threads": threads, "batch_size": 1, "max_length": build.max_length,
+    return {"rows": rows, "timing": {"threads": threads, "preset_threads": preset_threads, "batch_size": 1, "max_length": build.max_length,
                                      "test_texts": len(texts), "wall_s": round(wall, 1),
                                      "stopped_because": next(iter(latency.values())).stopped_because,
                                      "loadavg_before": before, "loadavg_after": after}}
@@ -626,11 +661,21 @@ def verdicts(rows: dict) -> list[str]:
         ratio = r["p95_vs_shipped"]
         inverse = [1 / ratio["ratio"], 1 / ratio["ci"][1], 1 / ratio["ci"][0]]
         meets = inverse[2] <= 0.9 and shipped["accuracy"] >= r["accuracy"]
-        out.append(f"Same student graph: fastest peer variant is {r['variant']} ({r['tool']}), p95 {ms(r['p95'])} ms "
-                   f"[{ms(r['p95_ci'][0])}, {ms(r['p95_ci'][1])}] at accuracy {r['accuracy']:.4f}; edgetune's shipped model "
-                   f"p95 {ms(shipped['p95'])} ms [{ms(shipped['p95_ci'][0])}, {ms(shipped['p95_ci'][1])}] at {shipped['accuracy']:.4f}: "
-                   f"shipped/peer p95 = {inverse[0]:.2f} [{inverse[1]:.2f}, {inverse[2]:.2f}] "
+        out.append(f"Same student graph, same threads ({r['threads']}): fastest peer variant is {r['variant']} ({r['tool']}), "
+                   f"p95 {ms(r['p95'])} ms [{ms(r['p95_ci'][0])}, {ms(r['p95_ci'][1])}] at accuracy {r['accuracy']:.4f}; "
+                   f"edgetune's shipped model p95 {ms(shipped['p95'])} ms [{ms(shipped['p95_ci'][0])}, {ms(shipped['p95_ci'][1])}] "
+                   f"at {shipped['accuracy']:.4f}: shipped/peer p95 = {inverse[0]:.2f} [{inverse[1]:.2f}, {inverse[2]:.2f}] "
                    f"({'meets' if meets else 'does not meet'} the ≤ 0.9x at equal-or-better accuracy bar).")
+        preset = next((row for k, row in rows.items() if k.startswith("student: edgetune shipped, preset")), None)
+        if preset is not None:
+            ratio = r["p95_vs_preset"]
+            inverse = [1 / ratio["ratio"], 1 / ratio["ci"][1], 1 / ratio["ci"][0]]
+            meets = inverse[2] <= 0.9 and preset["accuracy"] >= r["accuracy"]
+            out.append(f"As the target preset runs it ({preset['threads']} thread(s); the peer at {r['threads']}): "
+                       f"p95 {ms(preset['p95'])} ms [{ms(preset['p95_ci'][0])}, {ms(preset['p95_ci'][1])}], "
+                       f"shipped/peer p95 = {inverse[0]:.2f} [{inverse[1]:.2f}, {inverse[2]:.2f}] "
+                       f"({'meets' if meets else 'does not meet'} the bar; the session-options table below times the peer "
+                       "at the preset's thread count too).")
     teachers = {k: r for k, r in rows.items() if r["base"] == "teacher"}
     for tool in sorted({r["tool"] for r in teachers.values()}):
         mine = {k: r for k, r in teachers.items() if r["tool"] == tool}
@@ -659,6 +704,9 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=128, help="training texts that calibrate Olive's static int8")
     parser.add_argument("--work", default=None, help="where peer models go (default: OUT/peers)")
     parser.add_argument("--no-session-study", action="store_true")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only build the peer variants, from whatever the build has finished (its teacher while the "
+                             "student trains): the timing run later reuses them")
     args = parser.parse_args()
     from edgetune.console import quiet_libraries
     from edgetune.targets import load_target
@@ -668,13 +716,25 @@ def main() -> None:
     results_file = RESULTS / "peers.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for label, out, target_name, data in args.build:
+        if args.prepare:
+            finished = (Path(out) / target_name / "bundle" / "manifest.json").is_file()
+            build = (read_build if finished else unfinished_build)(label, out, target_name, data)
+            work = Path(args.work) / label if args.work else build.out / "peers"
+            work.mkdir(parents=True, exist_ok=True)
+            made = peer_variants(build, python, work, args.calibration)
+            print(f"{label}: {sum(v.path is not None for v in made)} peer variants built, {len(failures(made))} failed")
+            continue
         build = read_build(label, out, target_name, data)
         target = load_target(target_name)
-        threads = args.threads or min(target.intra_op_threads, os.cpu_count() or 1)
+        # The table's thread count is onnxruntime's default on the target (a thread per core, capped by this host's):
+        # what a peer tool's user runs. The target preset's own choice is timed beside it when it differs.
+        cores = os.cpu_count() or 1
+        threads = args.threads or min(target.cores, cores)
+        preset_threads = min(target.intra_op_threads, cores)
         work = Path(args.work) / label if args.work else build.out / "peers"
         work.mkdir(parents=True, exist_ok=True)
         variants = peer_variants(build, python, work, args.calibration)
-        comparison = compare(build, variants, threads, args.seconds)
+        comparison = compare(build, variants, threads, preset_threads, args.seconds)
         rows = comparison["rows"]
         peers_student = [v for v in variants if v.base == "student" and v.path is not None]
         fastest = min(peers_student, key=lambda v: rows[f"student: {v.name}"]["p95"]) if peers_student else None
