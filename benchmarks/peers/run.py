@@ -65,6 +65,10 @@ FUSED_OPS = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization", "Skip
 QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
                  "QLinearMatMul", "QuantizeLinear", "DequantizeLinear", "QAttention", "QGemm", "QLinearAdd",
                  "QEmbedLayerNormalization", "MatMulNBits")
+# Short turns (10 runs, after 2 untimed ones that refill the caches the previous model evicted): a burst of load from
+# other jobs lands on many models alike instead of on one model's 50-run turn (seen: one model's p95 40x another's
+# on the same graph with turns of 50 on a host at load 14).
+INTERLEAVING = {"block": 10, "rewarm": 2}
 # Known peer failures and what gets past them (shown beside the error the run actually met, never instead of it).
 WORKAROUNDS = {
     "Unable to find data type for weight_name": (
@@ -194,7 +198,9 @@ def error_line(text: str) -> str:
 def run_peer(command: list[str], log: Path, env: dict | None = None) -> tuple[int, str]:
     started = time.perf_counter()
     # In the log's folder: Olive resolves config strings against its working directory (see olive_config).
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=log.parent)
+    # Niced whatever the script runs at: builds share the host with the timing run's neighbours (training jobs).
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=log.parent,
+                            preexec_fn=lambda: os.nice(10))
     log.write_text(f"$ {' '.join(command)}\nexit {result.returncode} after {time.perf_counter() - started:.0f} s\n"
                    f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
     return result.returncode, result.stdout + "\n" + result.stderr
@@ -218,7 +224,13 @@ def build_variant(variant: Variant, folder: Path, command: list[str], names: dic
     for path, name in names.items():  # longest first: WORK sits inside OUT by default
         shown = [c.replace(path, name) for c in shown]
     variant.command = " ".join(shown)
-    done = folder / ".done"
+    done, failed = folder / ".done", folder.parent / f"{folder.name}.error"
+    if failed.exists() and json.loads(failed.read_text())["command"] == variant.command:
+        # The same command failed before: its recorded error stands (delete the .error file to try again).
+        recorded = json.loads(failed.read_text())
+        variant.error, variant.workaround = recorded["error"], recorded["workaround"]
+        print(f"· {variant.base}: {variant.name}: failed before ({variant.error[:80]}...)", flush=True)
+        return variant
     if not done.exists():
         if folder.exists():
             shutil.rmtree(folder)
@@ -234,7 +246,7 @@ def build_variant(variant: Variant, folder: Path, command: list[str], names: dic
         if variant.error:
             variant.workaround = next((w for k, w in WORKAROUNDS.items() if k in output), None)
             print(f"  FAILED: {variant.error}", flush=True)
-            (folder.parent / f"{folder.name}.error").write_text(json.dumps(dataclasses.asdict(variant), default=str))
+            failed.write_text(json.dumps(dataclasses.asdict(variant), default=str))
             return variant
         done.write_text(f"{variant.build_s:.1f}")
     else:
@@ -445,7 +457,8 @@ def compare(build: Build, variants: list[Variant], threads: int, preset_threads:
                      "median_tokens": float(np.median([f["input_ids"].shape[1] for f in feeds]))}
     before = load_avg()
     started = time.perf_counter()
-    latency = measure_interleaved(runners, timing_config(len(texts), seconds), desc=f"{build.label}: {len(runners)} models")
+    latency = measure_interleaved(runners, timing_config(len(texts), seconds), desc=f"{build.label}: {len(runners)} models",
+                                  **INTERLEAVING)
     wall = time.perf_counter() - started
     after = load_avg()
     for key, lat in latency.items():
@@ -514,7 +527,8 @@ def session_study(build: Build, fastest_peer: Variant | None, threads: int, seco
         feeds = [bundle_predict.encode([texts[i]], tokenizers[path], session) for i in order]
         runners[name] = (lambda feed, s=session: s.run(None, feed), feeds)
     before = load_avg()
-    latency = measure_interleaved(runners, timing_config(len(texts), seconds), desc=f"{build.label}: session options")
+    latency = measure_interleaved(runners, timing_config(len(texts), seconds), desc=f"{build.label}: session options",
+                                  **INTERLEAVING)
     after = load_avg()
     reference = f"shipped, {threads} threads (the peers table)"
     rows = {}
