@@ -133,11 +133,13 @@ def unfinished_build(label: str, out: str, target: str, data: str) -> Build:
     out, data = Path(out), Path(data)
 
     def only(stage: str) -> Path | None:
-        done = [f for f in sorted((out / "cache").glob(f"{stage}-*")) if (f / "manifest.json").is_file()]
+        # Several (another recipe's build in the same --out): the newest is the likeliest. A wrong guess costs only
+        # build time: variants are filed under their stage folder, and the timing run takes the bundle's own.
+        done = [f for f in (out / "cache").glob(f"{stage}-*") if (f / "manifest.json").is_file()]
+        newest = max(done, key=lambda f: (f / "manifest.json").stat().st_mtime) if done else None
         if len(done) > 1:
-            sys.exit(f"{out}/cache holds {len(done)} finished {stage} folders: which one the bundle uses is known only "
-                     "once it is built; rerun without --prepare then")
-        return done[0] if done else None
+            print(f"· {len(done)} finished {stage} folders in {out}/cache: preparing the newest, {newest.name}")
+        return newest
 
     teacher, export = only("teacher"), only("export")
     if teacher is None:
