@@ -18,10 +18,10 @@ quantization (OUT/cache/export-*/merged: distilled, LoRA merged), in the peers' 
 A variant that fails is recorded with its error line (and the workaround where one is known); Olive exits 0 when its
 workflow wrote no model, which counts as a failure here. Then every model that was built, and edgetune's shipped
 bundle model, is timed in one process: round-robin in blocks (edgetune.latency.measure_interleaved, the bench's own
-sampler) over the whole test split at batch 1 with real token lengths (the build's max_length truncation for every
-model), the same intra-op thread count, spin-waiting off in every session. Accuracy and macro-F1 on the whole test
-split, size on disk, and the graph each one ran: op counts of the optimized graph onnxruntime executes (fused and
-quantized ops). Then the same-graph study: edgetune's shipped model and the fastest peer variant of the student under
+sampler) over the whole test split at batch 1 with real token lengths (truncated where the build truncated: the
+bundle's length for the student's variants, the teacher's for the teacher's), the same intra-op thread count,
+spin-waiting off in every session. Accuracy and macro-F1 on the whole test split, size on disk, and the graph each
+one ran: op counts of the optimized graph onnxruntime executes (fused and quantized ops). Then the same-graph study: edgetune's shipped model and the fastest peer variant of the student under
 session options (1 vs 2 intra-op threads, graph optimization level, a pre-optimized ORT-format model), interleaved.
 
 Results merge by LABEL into benchmarks/results/peers.json and peers.md, with peers-LABEL.png (accuracy against p95,
@@ -94,6 +94,13 @@ class Build:
     test_file: Path
     student_layers: int
     teacher_layers: int
+    teacher_max_length: int  # the teacher's own truncation: with max_length "auto" each tokenizer has its own
+
+
+def teacher_length(teacher: Path) -> int:
+    """The truncation the teacher was trained and evaluated at (its manifest's resolved length, else the recipe's)."""
+    manifest = json.loads((teacher / "manifest.json").read_text())
+    return int(manifest["metrics"].get("max_length", manifest["material"]["config"]["data"]["max_length"]))
 
 
 def cache_folder(out: Path, stage: str, key: str) -> Path:
@@ -122,10 +129,11 @@ def read_build(label: str, out: str, target: str, data: str) -> Build:
     digest = __import__("hashlib").sha256(test_file.read_bytes()).hexdigest()
     if recorded != digest:
         sys.exit(f"{test_file} is not the test split {out} was built with (sha256 differs); pass that build's data folder")
-    return Build(label, out, target, data, teacher / "model", export / "merged", bundle,
-                 int(material["config"]["data"]["max_length"]), test_file,
+    # The truncation the shipped model runs with (the recipe may say "auto": the bundle holds the resolved length).
+    max_length = int(json.loads((bundle / "preprocess.json").read_text())["max_length"])
+    return Build(label, out, target, data, teacher / "model", export / "merged", bundle, max_length, test_file,
                  int(json.loads((distill / "manifest.json").read_text())["metrics"]["layers"]),
-                 int(json.loads((teacher / "manifest.json").read_text())["metrics"]["layers"]))
+                 int(json.loads((teacher / "manifest.json").read_text())["metrics"]["layers"]), teacher_length(teacher))
 
 
 def unfinished_build(label: str, out: str, target: str, data: str) -> Build:
@@ -145,8 +153,9 @@ def unfinished_build(label: str, out: str, target: str, data: str) -> Build:
     if teacher is None:
         sys.exit(f"{out}: no finished teacher yet; nothing to prepare")
     manifest = json.loads((teacher / "manifest.json").read_text())
+    length = teacher_length(teacher)  # only Olive's calibration padding uses it here
     return Build(label, out, target, data, teacher / "model", export / "merged" if export else None, None,
-                 int(manifest["material"]["config"]["data"]["max_length"]), data, 0, int(manifest["metrics"]["layers"]))
+                 length, data, 0, int(manifest["metrics"]["layers"]), length)
 
 
 def read_split(path: Path) -> tuple[list[str], list[str]]:
@@ -353,7 +362,8 @@ def peer_variants(build: Build, python: Path, work: Path, calibration_texts: int
             folder = root / name.replace(" ", "-")
             folder.parent.mkdir(parents=True, exist_ok=True)
             config_path = root / f"{folder.name}.json"
-            config_path.write_text(json.dumps(olive_config(model, folder, static, build.max_length), indent=2))
+            length = build.teacher_max_length if base == "teacher" else build.max_length
+            config_path.write_text(json.dumps(olive_config(model, folder, static, length), indent=2))
             made.append(build_variant(Variant(name, "olive", base), folder,
                                       [str(bin_ / "olive"), "run", "--config", str(config_path)], names))
         for variant in made:
@@ -444,7 +454,7 @@ def compare(build: Build, variants: list[Variant], threads: int, preset_threads:
     order = np.random.default_rng(0).permutation(len(texts))  # one fixed shuffled order, the same for all models
     for v in timed:
         key = f"{v.base}: {v.name}"
-        tokenizer = tokenizer_for(v.tokenizer, build.max_length)
+        tokenizer = tokenizer_for(v.tokenizer, build.teacher_max_length if v.base == "teacher" else build.max_length)
         session = ort.InferenceSession(str(v.path), session_options(v.threads or threads), providers=["CPUExecutionProvider"])
         index = {name: i for i, name in enumerate(v.labels)}
         truth = np.array([index[t] for t in truth_names])
@@ -478,6 +488,7 @@ def compare(build: Build, variants: list[Variant], threads: int, preset_threads:
         # Only the student's variants share the shipped model's graph; a teacher agreeing less is no defect.
         row["agreement_with_shipped"] = float(np.mean(predictions == shipped_predictions)) if row["base"] == "student" else None
     return {"rows": rows, "timing": {"threads": threads, "preset_threads": preset_threads, "batch_size": 1, "max_length": build.max_length,
+                                     "teacher_max_length": build.teacher_max_length,
                                      "test_texts": len(texts), "wall_s": round(wall, 1),
                                      "stopped_because": next(iter(latency.values())).stopped_because,
                                      "loadavg_before": before, "loadavg_after": after}}
@@ -578,7 +589,7 @@ def plot(label: str, result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"edgetune": "tab:red", "optimum-cli": "tab:blue", "olive": "tab:green"}
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     for key, row in result["comparison"]["rows"].items():
         ax.scatter(row["p95"], row["accuracy"], s=row["size_bytes"] / 1e6 * 4, alpha=0.5, color=colors[row["tool"]],
                    marker="o" if row["base"] == "student" else "s", edgecolors="black", linewidths=0.5)
@@ -594,7 +605,7 @@ def plot(label: str, result: dict, path: Path) -> None:
     ax.set_xlabel(f"p95 latency, ms (batch 1, {result['comparison']['timing']['threads']} threads; log scale; bar: 95% CI)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{label}: accuracy vs p95 latency (marker area ∝ size)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: no point hides behind it
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -609,16 +620,19 @@ def markdown(results: dict) -> str:
     lines = ["# edgetune against optimum-cli and Olive", "",
              "Made by `benchmarks/peers/run.py` (see its docstring and `benchmarks/peers/README.md`); do not edit by hand.",
              "Every model of a dataset was timed in one process, round-robin in blocks of 50 runs over the whole test",
-             "split at batch 1 with real token lengths (truncated at the build's max_length for every model), the same",
+             "split at batch 1 with real token lengths (truncated where the build truncated each model), the same",
              "intra-op thread count and spin-waiting off in every session. p95 intervals: 95% bootstrap; the ratio",
              "to edgetune's shipped model has a bootstrap interval of its own. `ran`: op counts of the graph onnxruntime",
-             "executed after its own optimizations (F fused ops, Q quantization ops).", ""]
+             "executed after its own optimizations (F fused ops, Q quantization ops). On a host shared with other jobs",
+             "(see each section's load average) a p95 includes the times the scheduler took the core away: read the p50",
+             "beside it, and compare models only within one section.", ""]
     for label, r in results.items():
         c, t = r["comparison"], r["comparison"]["timing"]
         host = r["host"]
         lines += [f"## {label}", "",
                   f"Build `{r['build']['out']}` (target {r['build']['target']}), data `{r['build']['data']}`, test split "
-                  f"`{r['build']['test_file']}` ({t['test_texts']} texts), max_length {t['max_length']}. Teacher "
+                  f"`{r['build']['test_file']}` ({t['test_texts']} texts), truncated at {t['max_length']} tokens for the student's "
+                  f"variants and {t.get('teacher_max_length', t['max_length'])} for the teacher's (each as its build ran it). Teacher "
                   f"{r['build']['teacher_layers']} layers, student {r['build']['student_layers']} layers. Measured "
                   f"{r['measured']} on {host['cpu']} ({host['arch']}, {host['cores']} cores; {', '.join(host['flags'])}), "
                   f"{t['threads']} intra-op threads, onnxruntime {host['edgetune_venv']['onnxruntime']}; peers: "
@@ -640,7 +654,8 @@ def markdown(results: dict) -> str:
                 + (f"{ratio['ratio']:.2f} ({ratio['ci'][0]:.2f}–{ratio['ci'][1]:.2f})" if ratio else "1") +
                 f" | {row['size_bytes'] / 1e6:.1f} | F: {ops(ran['fused'])}; Q: {ops(ran['quantized'])} |")
         if r["failures"]:
-            lines += ["", "Peer variants that failed (error line as the tool printed it; full logs in the work folder):", ""]
+            lines += ["", "Peer variants that failed (error line as the tool printed it; OUT is the build folder, WORK the "
+                      "peers' work folder, OUT/peers by default, where each variant's full log is):", ""]
             for f in r["failures"]:
                 lines.append(f"- {f['base']}, {f['variant']} (`{f['command']}`): `{f['error']}`"
                              + (f". Workaround: {f['workaround']}" if f["workaround"] else ". No workaround known."))
