@@ -789,7 +789,8 @@ def main() -> None:
         (RESULTS / "peers.md").write_text(markdown(results))
         for line in result["verdicts"]:
             print(line)
-    print(f"wrote {results_file.relative_to(REPO)} and peers.md")
+    if not args.prepare:
+        print(f"wrote {results_file.relative_to(REPO)} and peers.md")
 
 
 if __name__ == "__main__":
