@@ -21,10 +21,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def load(folder=HERE, threads=None, provider="CPUExecutionProvider"):
-    """(tokenizer, session, labels) of the bundle in `folder`; `threads` None lets onnxruntime pick."""
+    """(tokenizer, session, labels) of the bundle in `folder`; `threads` None: the target's intra-op thread count
+    from preprocess.json, as bench timed the bundle (onnxruntime picks when an older bundle has none)."""
     folder = Path(folder)
-    tokenizer = runtime.load_tokenizer(folder)
-    session = runtime.open_session(folder / "model.onnx", threads or 0, provider)
+    settings = json.loads((folder / "preprocess.json").read_text())
+    tokenizer = runtime.load_tokenizer(folder, settings)
+    session = runtime.open_session(folder / "model.onnx", threads or settings.get("intra_op_threads", 0), provider)
     labels = json.loads((folder / "labels.json").read_text())
     return tokenizer, session, labels
 

@@ -104,3 +104,16 @@ def test_a_bundle_runs_predict_py_with_its_own_runtime_copy(tmp_path):
     assert out.returncode == 0, out.stderr[-1000:]
     label, probability = out.stdout.split("\t")
     assert label in json.loads((bundle / "labels.json").read_text()) and 0 < float(probability) <= 1
+
+
+def test_predict_load_runs_at_the_bundles_intra_op_threads(tmp_path):
+    """The target's thread count travels in preprocess.json; predict.load opens the session with it, as bench timed it."""
+    from edgetune import bundle_predict
+
+    bundle = make_bundle(tmp_path / "bundle")
+    threads_of = lambda session: session.get_session_options().intra_op_num_threads  # noqa: E731
+    assert threads_of(bundle_predict.load(bundle)[1]) == 0  # a bundle without the field: onnxruntime picks
+    settings = json.loads((bundle / "preprocess.json").read_text())
+    (bundle / "preprocess.json").write_text(json.dumps(settings | {"intra_op_threads": 3}))
+    assert threads_of(bundle_predict.load(bundle)[1]) == 3
+    assert threads_of(bundle_predict.load(bundle, threads=2)[1]) == 2  # a caller's count wins

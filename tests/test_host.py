@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import replace
 
 import pytest
 
@@ -22,7 +23,7 @@ def host_like(arch: str, features: str, cores: int, cpu: str = "test cpu") -> di
 
 
 def test_describe_reports_this_host_and_caps_threads_at_its_cores():
-    target = load_target("x86-avx512-vnni")  # 16 threads
+    target = replace(load_target("x86-avx512-vnni"), threads=16)
     host = hostinfo.describe(target)
     cores = os.cpu_count() or 1
     assert host["arch"] == platform.machine()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from helpers import CACHED_STAGES, cache_entries, expected, stage_statuses
+from edgetune.targets import load_target
 
 BUNDLE_FILES = ("model.onnx", "tokenizer.json", "labels.json", "predict.py", "manifest.json", "preprocess.json")
 
@@ -49,6 +50,7 @@ def test_bundle_has_model_tokenizer_labels_and_predict_script(base_build):
     vocab = json.loads((bundle / "tokenizer.json").read_text())["model"]["vocab"]
     assert preprocess["max_length"] == 32
     assert vocab[preprocess["pad_token"]] == preprocess["pad_id"]
+    assert preprocess["intra_op_threads"] == load_target("rpi5").intra_op_threads  # predict.py runs as bench timed it
 
 
 def test_bundle_manifest_hashes_match_the_files(base_build):

@@ -64,12 +64,15 @@ class Model:
     predictions: np.ndarray | None = None
 
 
-def assemble_bundle(src: Path, bundle: Path, max_length: int) -> None:
+def assemble_bundle(src: Path, bundle: Path, max_length: int, intra_op_threads: int) -> None:
     bundle.mkdir()
     for name in BUNDLE_FILES:
         if (src / name).exists():
             shutil.copy(src / name, bundle / name)
-    (bundle / "preprocess.json").write_text(json.dumps(runtime.preprocess_settings(src, max_length)))
+    # The target's intra-op thread count travels with the bundle: predict.py opens its session with it, as bench
+    # times it (onnxruntime's own default is a thread per core; targets/*.yaml say why the x86 presets run one).
+    settings = runtime.preprocess_settings(src, max_length) | {"intra_op_threads": intra_op_threads}
+    (bundle / "preprocess.json").write_text(json.dumps(settings))
     shutil.copy(Path(bundle_predict.__file__), bundle / "predict.py")
     shutil.copy(Path(runtime.__file__), bundle / "edgetune_runtime.py")  # predict.py's tokenizer and session code
 
@@ -147,7 +150,8 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         log(hostinfo.target_mismatch(target, build_host), style="yellow")
     bundle = out_dir / "bundle"
     data = load_dataset(recipe.data, recipe.seed)
-    assemble_bundle(inputs["quantize"], bundle, folder_length(recipe, inputs["quantize"], data))
+    assemble_bundle(inputs["quantize"], bundle, folder_length(recipe, inputs["quantize"], data),
+                    target.intra_op_threads)
     # On a remote target the device times the shipped model; this host still compares the models.
     provider = "CPUExecutionProvider" if target.remote else target.execution_provider
     models = open_models(bundle, inputs, build_host["threads"], provider,
