@@ -13,7 +13,8 @@ Per dataset, through edgetune's own stages (one --out cache, so each teacher tra
 Every KD row is compared with its hard-label row text by text: per test text, correctness averaged over the seeds,
 then a bootstrap over texts of the mean difference (edgetune.metrics.paired_difference).
 
-Writes benchmarks/results/distillation.{md,json,png}; a second dataset is merged into the same files.
+Writes benchmarks/results/distillation.{md,json,png}; each (dataset, --max-steps) is one section of the same files.
+`--depths 6` adds the whole all-MiniLM-L6-v2 as a student; its hard-label reference is the MiniLM-L6 teacher.
 A folder without test.csv (SNIPS) is tested on its validation.csv, and validation is carved from train.
 """
 
@@ -35,7 +36,7 @@ from edgetune.targets import load_target
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
-DEPTHS = {2: [0, 5], 3: [0, 2, 5]}
+DEPTHS = {2: [0, 5], 3: [0, 2, 5], 6: None}  # layers of all-MiniLM-L6-v2 kept; None: all six
 # The MiniLM teacher is trained exactly as the default recipe trains it (its whole teacher section).
 MINILM_TEACHER = tuple(f"teacher.{k}={json.dumps(v)}" for k, v in schema.read_yaml(DEFAULT_RECIPE)["teacher"].items())
 
@@ -77,7 +78,7 @@ def conditions(args) -> list[tuple[str, int, tuple[str, ...]]]:
     hard = ("distill.alpha=0", "distill.augment=0")
     rows, extra = [], []
     for depth in args.depths:
-        student = (f"distill.student={STUDENT}", f"distill.student_layers={DEPTHS[depth]}",
+        student = (f"distill.student={STUDENT}", f"distill.student_layers={json.dumps(DEPTHS[depth])}",
                    f"distill.max_steps={args.max_steps}", f"distill.epochs={args.epochs}")
         rows += [("hard labels", depth, student + hard + MINILM_TEACHER),
                  ("KD from MiniLM-L6", depth, student + kd + MINILM_TEACHER),
@@ -142,10 +143,14 @@ def run_dataset(args) -> dict:
     # Would two teachers beat one? Their summed logits, scored on the test split (no student trained on them).
     result["teacher_ensemble"] = classification_scores(truth, sum(teacher_logits).argmax(-1), n)
     result["students"].sort(key=lambda s: (s["layers"], s["condition"] != "hard labels", s["condition"]))
+    # A 6-layer student has no hard-label row of its own: the MiniLM-L6 teacher is that model, all six layers
+    # fine-tuned on hard labels (by the default recipe's teacher settings).
+    minilm = {"correct": result["teachers"][0]["correct"], "condition": "teacher all-MiniLM-L6-v2"}
     for row in result["students"]:
-        hard = next(r for r in result["students"] if r["layers"] == row["layers"] and r["condition"] == "hard labels")
-        if row is not hard:
-            row["vs_hard_labels"] = paired_difference(row["correct"], hard["correct"])
+        hard = next((r for r in result["students"] if r["layers"] == row["layers"] and r["condition"] == "hard labels"),
+                    minilm if row["layers"] == 6 else None)
+        if hard is not None and row is not hard:
+            row["vs_hard_labels"] = {**paired_difference(row["correct"], hard["correct"]), "against": hard["condition"]}
     return result
 
 
@@ -160,7 +165,8 @@ def write(results: list[dict], args) -> None:
     for res in results:
         best_teacher = max(t["accuracy"] for t in res["teachers"])
         settings = ", ".join(f"{k} {v}" for k, v in res["settings"].items())
-        lines += [f"## {res['dataset']} ({res['test_texts']} test texts, {res['labels']} labels)", "",
+        lines += [f"## {res['dataset']}, max_steps {res['settings']['max_steps']} ({res['test_texts']} test texts, "
+                  f"{res['labels']} labels)", "",
                   f"Settings: {settings}.", "",
                   "| model | layers | accuracy (mean; per seed) | macro-F1 | minus hard labels, points (95% CI) | train s |",
                   "|---|---|---|---|---|---|"]
@@ -173,6 +179,7 @@ def write(results: list[dict], args) -> None:
         for s in res["students"]:
             gain = s.get("vs_hard_labels")
             diff = (f"{100 * gain['gain']:+.2f} ({100 * gain['ci'][0]:+.2f} to {100 * gain['ci'][1]:+.2f})"
+                    + (f" vs the {gain['against']}" if gain.get("against", "hard labels") != "hard labels" else "")
                     if gain else "–")
             seeds = ", ".join(f"{a:.4f}" for a in s["accuracy_seeds"])
             lines.append(f"| student: {s['condition']} | {s['layers']} | {s['accuracy']:.4f} ({seeds}) | "
@@ -206,7 +213,7 @@ def plot(results: list[dict]) -> None:
         ax.axvline(0, color="grey", lw=1)
         ax.set_yticks(range(len(rows)), labels)
         ax.set_xlabel("accuracy minus hard labels (points, 95% CI)")
-        ax.set_title(res["dataset"])
+        ax.set_title(f"{res['dataset']}, max_steps {res['settings']['max_steps']}")
     fig.tight_layout()
     fig.savefig(RESULTS / "distillation.png", dpi=120)
 
@@ -230,7 +237,9 @@ def main() -> None:
     args = parser.parse_args()
     result = run_dataset(args)
     path = RESULTS / "distillation.json"
-    earlier = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["dataset"] != result["dataset"]]
+    # One entry per dataset and step budget: a run replaces its own, and sits beside the others.
+    earlier = [r for r in (json.loads(path.read_text()) if path.exists() else [])
+               if (r["dataset"], r["settings"]["max_steps"]) != (result["dataset"], args.max_steps)]
     # The merged files keep per-text correctness only for this run; earlier datasets keep their summaries.
     write(earlier + [result], args)
 
