@@ -34,6 +34,7 @@ KINDS: dict[int, tuple[str, str]] = {
 }
 # How libraries that wrap an OS error quote its number: Rust's io::Error ("(os error 28)", "Os { code: 28, ...").
 WRAPPED_ERRNO = re.compile(r"(?:os error|code:)\s*(\d+)")
+WRAPPING_LIBRARIES = ("safetensors", "onnxruntime", "onnx")
 
 
 class WriteFailed(StageFailed):
@@ -41,22 +42,26 @@ class WriteFailed(StageFailed):
 
 
 def as_oserror(err: BaseException) -> OSError | None:
-    """`err` as an OSError: itself, one it was raised from, or one a library's message quotes; None otherwise."""
+    """`err` as an OSError: itself, one it was raised from, or one a library's wrapper quotes; None otherwise."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         if isinstance(err, OSError):
             return err
-        text = str(err)
-        number = WRAPPED_ERRNO.search(text)
-        if number and int(number.group(1)) in KINDS:
-            code = int(number.group(1))
-            return OSError(code, os.strerror(code))
-        for code in KINDS:
-            if code != errno.ENOENT and os.strerror(code) in text:
-                return OSError(code, os.strerror(code))
-        err = err.__cause__ or err.__context__
+        if _is_wrapper(err):
+            text = str(err)
+            number = WRAPPED_ERRNO.search(text)
+            codes = [int(number.group(1))] if number else [c for c in KINDS if c != errno.ENOENT]
+            for code in codes:
+                if code in KINDS and (number or os.strerror(code) in text):
+                    return OSError(code, os.strerror(code))
+        err = err.__cause__  # only an explicit `raise ... from`: a bug raised while handling an OS error stays a bug
     return None
+
+
+def _is_wrapper(err: BaseException) -> bool:
+    """Exceptions libraries raise for a failed write: RuntimeError (torch, onnxruntime's Fail) and safetensors'."""
+    return isinstance(err, RuntimeError) or type(err).__module__.split(".")[0] in WRAPPING_LIBRARIES
 
 
 def describe(err: OSError, path: Path | str | None = None, option: str = "--out") -> str:
@@ -91,6 +96,8 @@ def writing(stage: str, final: Path):
     """OS errors (plain or wrapped) while a stage builds `final` become WriteFailed naming the path."""
     try:
         yield
+    except (BadInput, StageFailed):
+        raise  # already one message; their text may quote an OS error's without being one
     except Exception as err:
         found = as_oserror(err)
         if found is None:
