@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 from edgetune import artifacts, report_json
-from helpers import build, entries_of, cache_entries, expected, invoke, plain, stage_statuses, status_predictions
+from helpers import build, cache_entries, entries_of, expected, invoke, plain, stage_statuses, status_predictions
 
 
 def entry(out, stage: str):
