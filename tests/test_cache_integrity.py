@@ -83,3 +83,30 @@ def test_gate_refuses_a_damaged_bundle(base_build, tmp_path):
     assert result.exit_code == 2, result.output
     assert f"candidate bundle {candidate / 'bundle'} is damaged (model.onnx is 100 bytes" in plain(result.output)
     assert "Traceback" not in result.output
+
+
+def test_publishers_of_one_entry_racing_each_other_all_succeed(tmp_path):
+    """Processes that built the same entry publish it at once: each keeps a whole folder, none fails."""
+    import threading
+
+    final = tmp_path / "cache" / "quantize-0123456789abcdef"
+    errors = []
+
+    def publisher(n: int) -> None:
+        try:
+            for i in range(100):
+                with artifacts.staging(final) as tmp:
+                    (tmp / "model.onnx").write_bytes(b"same content")
+                    artifacts.publish(tmp, final)
+        except Exception as err:  # collected: the assertion below names it
+            errors.append(err)
+
+    threads = [threading.Thread(target=publisher, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(p.name for p in final.iterdir()) == ["model.onnx"]
+    assert [p.name for p in final.parent.iterdir()] == [final.name]  # no staging or old folders left
