@@ -110,7 +110,7 @@ def publish(tmp: Path, final: Path) -> None:
     try:
         os.rename(tmp, final)
     except OSError as err:
-        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # a non-empty folder took the name meanwhile
             raise
         shutil.rmtree(tmp, ignore_errors=True)
     if old is not None:
