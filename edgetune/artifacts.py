@@ -1,8 +1,9 @@
-"""Artifact folders: hashing, manifest.json (written last) and atomic publish by rename."""
+"""Artifact folders: hashing, manifest.json (written last), verifying a folder against it, and atomic publish."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -21,6 +22,10 @@ def require_bundle(bundle: Path, target_name: str, texts: list[str], use: str) -
     bundle = Path(bundle)
     if not (bundle / "model.onnx").is_file():
         raise BadInput(f"{bundle}: no bundle (model.onnx missing); build it first: edgetune build --target {target_name}")
+    manifest = read_manifest(bundle)
+    damaged = manifest and damage(bundle, manifest)
+    if damaged:
+        raise BadInput(f"{bundle}: the bundle is damaged ({damaged}); rebuild it: edgetune build --target {target_name}")
     if not texts:
         raise BadInput(f"{use} needs at least one text to run the bundle on")
     return bundle
@@ -32,6 +37,32 @@ def folder_hashes(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
+
+
+def folder_sizes(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def damage(folder: Path, manifest: dict) -> str | None:
+    """What differs between `folder` and the files its manifest records, or None when every file matches.
+
+    Sizes first (a truncated or partly copied file is caught without reading it), then sha256. Manifests written
+    before sizes were recorded are checked by hash alone."""
+    hashes, sizes = manifest.get("files") or {}, manifest.get("sizes") or {}
+    for name in hashes:
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if name in sizes and path.stat().st_size != sizes[name]:
+            return f"{name} is {path.stat().st_size} bytes, the manifest records {sizes[name]}"
+    for name, digest in hashes.items():
+        if file_sha256(folder / name) != digest:
+            return f"{name} differs from the sha256 the manifest records"
+    return None
 
 
 def folder_size(folder: Path) -> int:
@@ -65,12 +96,23 @@ def staging(final: Path):
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """Replace `final` by `tmp` with renames, so readers see the old folder or the new one, never half."""
+    """Replace `final` by `tmp` with renames, so readers see the old folder or the new one, never half.
+
+    Another process may publish the same folder meanwhile (same cache key: same content); then its folder is kept
+    and `tmp` discarded, instead of failing on a rename onto a folder that is not empty."""
     old = None
     if final.exists():
         old = final.parent / _staging_name("old-" + final.name)
-        os.rename(final, old)
-    os.rename(tmp, final)
+        try:
+            os.rename(final, old)
+        except FileNotFoundError:  # the other process moved it away first
+            old = None
+    try:
+        os.rename(tmp, final)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # a non-empty folder took the name meanwhile
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
+from edgetune import oserrors
 from edgetune.console import console
 from edgetune.errors import BadInput, StageFailed
 from edgetune.pipeline import STAGE_NAMES, STAGES
@@ -21,15 +22,32 @@ def exit_codes():
     try:
         yield
     except BadInput as err:
+        show_traceback()
         console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
         sys.exit(2)
     except StageFailed as err:
+        show_traceback()
         console.print(f"[bold red]stage failed:[/bold red] {escape(str(err))}")
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted:[/bold red] the running stage was discarded; "
                       "stages finished before it stay cached. Rerun the same command to resume.")
         sys.exit(130)
+    except Exception as err:
+        os_error = oserrors.as_oserror(err)
+        if os_error is None:
+            raise
+        # Stages report their own (WriteFailed, exit 1); one here came from reading the user's inputs.
+        show_traceback()
+        console.print(f"[bold red]error:[/bold red] {escape(oserrors.describe(os_error))}")
+        sys.exit(2)
+
+
+def show_traceback() -> None:
+    """With `edgetune --debug`, the traceback of the error being handled (else only its one-line message)."""
+    context = click.get_current_context(silent=True)
+    if context is not None and context.find_root().params.get("debug"):
+        console.print_exception()
 
 
 def build_options(fn):
@@ -40,6 +58,7 @@ def build_options(fn):
     @click.option("--out", type=click.Path(path_type=Path), default=Path("edgetune-out"), show_default=True, help="Output and cache folder.")
     @click.option("--force", type=click.Choice(STAGE_NAMES), help="Rebuild from this stage on, ignoring the cache.")
     @click.option("--remote", metavar="USER@HOST[:PORT]", help="Bench on this device over SSH (overrides the target's remote).")
+    @click.option("--no-wait", is_flag=True, help="Exit 2 at once when another build is writing to --out (default: wait for it).")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         return fn(*args, **kwargs)
@@ -47,7 +66,7 @@ def build_options(fn):
     return wrapper
 
 
-def run_until(until: str, target, recipe, data, overrides, out, force, remote=None, measure=False):
+def run_until(until: str, target, recipe, data, overrides, out, force, remote=None, measure=False, no_wait=False):
     import dataclasses
 
     from edgetune import pipeline
@@ -61,7 +80,7 @@ def run_until(until: str, target, recipe, data, overrides, out, force, remote=No
 
             profile = dataclasses.replace(profile, remote=parse_remote(remote, profile.remote))
         loaded = load_recipe(recipe, overrides=tuple(overrides), data_dir=data)
-        outcomes = pipeline.run(loaded, profile, out, until=until, force=force, measure=measure)
+        outcomes = pipeline.run(loaded, profile, out, until=until, force=force, measure=measure, wait=not no_wait)
         print_summary(outcomes, out / profile.name if until == "bench" else None)
 
 
@@ -104,21 +123,22 @@ def key_metric(metrics: dict) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgetune")
-def main():
+@click.option("--debug", is_flag=True, help="Show the traceback behind an error message.")
+def main(debug):
     """Distill, tune, export, quantize and benchmark a transformer classifier for an edge target."""
 
 
 @main.command()
 @build_options
-def build(target, recipe, data, overrides, out, force, remote):
+def build(target, recipe, data, overrides, out, force, remote, no_wait):
     """Run every stage for TARGET (cached, resumable) and write the bundle and report."""
-    run_until("bench", target, recipe, data, overrides, out, force, remote)
+    run_until("bench", target, recipe, data, overrides, out, force, remote, no_wait=no_wait)
 
 
 def _stage_command(name: str, summary: str):
     @build_options
-    def command(target, recipe, data, overrides, out, force, remote):
-        run_until(name, target, recipe, data, overrides, out, force, remote, measure=name == "bench")
+    def command(target, recipe, data, overrides, out, force, remote, no_wait):
+        run_until(name, target, recipe, data, overrides, out, force, remote, measure=name == "bench", no_wait=no_wait)
 
     command.__doc__ = f"Run the {name} stage ({summary}) and what it needs upstream."
     return main.command(name=name)(command)
@@ -159,14 +179,16 @@ def status(out, target, recipe, overrides):
 
     with exit_codes():
         table = Table(title=f"cache: {out / 'cache'}", title_justify="left")
-        for column in ("stage", "key", "created", "build time", "key metric"):
+        for column in ("stage", "key", "created", "build time", "key metric", "files"):
             table.add_column(column)
         entries = sorted(p for p in (out / "cache").glob("*-*") if p.is_dir()) if (out / "cache").is_dir() else []
         for folder in entries:
             manifest = artifacts.read_manifest(folder)
             if manifest:
+                damage = artifacts.damage(folder, manifest)
                 table.add_row(manifest["stage"], manifest["key"][:16], manifest["created"], f"{manifest['seconds']:.1f} s",
-                              key_metric(manifest["metrics"]))
+                              key_metric(manifest["metrics"]),
+                              f"[red]damaged: {escape(damage)}[/red]" if damage else "ok")
         console.print(table if entries else f"nothing cached under {out}")
         for report_path in sorted(out.glob("*/report.json")):
             from edgetune import report_json
@@ -181,8 +203,11 @@ def status(out, target, recipe, overrides):
             profile = load_target(target)
             prints = pipeline.fingerprints(load_recipe(recipe, overrides=tuple(overrides)), profile)
             for s in STAGES[:-1]:
-                hit = artifacts.read_manifest(pipeline.cache_dir(out, s.name, prints[s.name]["key"]))
-                console.print(f"  {s.name:9s} {'cached' if hit else 'to build'}")
+                folder = pipeline.cache_dir(out, s.name, prints[s.name]["key"])
+                hit = artifacts.read_manifest(folder)
+                damaged = hit and artifacts.damage(folder, hit)
+                console.print(f"  {s.name:9s} {'cached' if hit and not damaged else 'to build'}"
+                              + (escape(f" (cache entry damaged: {damaged})") if damaged else ""))
 
 
 @main.command()
@@ -211,10 +236,12 @@ def gate(baseline, candidate, junit, max_slowdown, max_accuracy_drop, max_second
         result = gating.run_gate(baseline, candidate, max_slowdown=max_slowdown, max_accuracy_drop=max_accuracy_drop,
                                  max_seconds=max_seconds, recorded=recorded, inputs=inputs,
                                  threads=threads)
-    except BadInput as err:
-        console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
+    except (BadInput, OSError) as err:
+        message = str(err) if isinstance(err, BadInput) else oserrors.describe(err)
+        show_traceback()
+        console.print(f"[bold red]error:[/bold red] {escape(message)}")
         if junit:
-            gating.write_junit_error(str(err), junit)
+            gating.write_junit_error(message, junit)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/bold red]")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgetune import artifacts
-from edgetune.console import console, quiet_libraries
+from edgetune import artifacts, oserrors, outdir
+from edgetune.console import console, log, quiet_libraries
 from edgetune.data import file_digest, load_dataset
 from edgetune.errors import BadInput
 from edgetune.models import check_layer_map, check_model_reference, model_fingerprint, offline_config
@@ -201,11 +201,13 @@ def run(
     until: str = "bench",
     force: str | None = None,
     measure: bool = False,
+    wait: bool = True,
 ) -> list[Outcome]:
     """Run `until` and the stages it reads from (its ancestors), each handed only its declared upstream folders.
     Cached stages are reused, except `force` and its descendants.
 
     `measure`: bench even when the bundle and its report are current (the `bench` command sets it).
+    `wait`: when another build holds `out_root`, wait for it (else BadInput, exit 2).
     """
     if until not in STAGE_NAMES:
         raise BadInput(f"unknown stage '{until}'; stages: {', '.join(STAGE_NAMES)}")
@@ -216,17 +218,18 @@ def run(
                        f"{', '.join(ancestors(until))}); force one of those, or run `edgetune build --force {force}`")
     preflight(recipe, target)
     out_root = Path(out_root)
-    artifacts.remove_stale_staging(out_root)
     prints = fingerprints(recipe, target)
     forced = set(descendants(force)) if force else set()
     folders: dict[str, Path] = {}
     outcomes = []
-    for s in (stage(name) for name in ancestors(until)):
-        outcome = _reuse(s, prints[s.name]["key"], out_root, target, forced=s.name in forced, measure=measure)
-        if outcome is None:
-            outcome = _build(s, recipe, target, out_root, prints[s.name], StageInputs(s.name, folders))
-        folders[s.name] = outcome.folder
-        outcomes.append(outcome)
+    with outdir.locked(out_root, wait=wait):
+        artifacts.remove_stale_staging(out_root)
+        for s in (stage(name) for name in ancestors(until)):
+            outcome = _reuse(s, prints[s.name]["key"], out_root, target, forced=s.name in forced, measure=measure)
+            if outcome is None:
+                outcome = _build(s, recipe, target, out_root, prints[s.name], StageInputs(s.name, folders))
+            folders[s.name] = outcome.folder
+            outcomes.append(outcome)
     return outcomes
 
 
@@ -237,12 +240,22 @@ def _reuse(s: Stage, key: str, out_root: Path, target: Target, *, forced: bool, 
     if s.cacheable:
         folder = cache_dir(out_root, s.name, key)
         manifest = artifacts.read_manifest(folder)
-        return Outcome(s.name, "cached", 0.0, folder, manifest.get("metrics", {})) if manifest else None
+        if manifest and _intact(s.name, folder, manifest, "cache entry"):
+            return Outcome(s.name, "cached", 0.0, folder, manifest.get("metrics", {}))
+        return None
     folder = out_root / target.name
     report = artifacts.read_manifest(folder / "bundle")
-    if report and report.get("key") == key and not measure:
+    if report and report.get("key") == key and not measure and _intact(s.name, folder / "bundle", report, "bundle"):
         return Outcome(s.name, "up to date", 0.0, folder, report.get("metrics", {}))
     return None
+
+
+def _intact(name: str, folder: Path, manifest: dict, what: str) -> bool:
+    """A folder is reused only when its files are the ones its manifest records; a damaged one is rebuilt."""
+    damage = artifacts.damage(folder, manifest)
+    if damage:
+        log(f"{name}: {what} {folder} is damaged ({damage}): rebuilding it", "yellow")
+    return damage is None
 
 
 def _build(s: Stage, recipe: Recipe, target: Target, out_root: Path, fingerprint: dict,
@@ -251,7 +264,7 @@ def _build(s: Stage, recipe: Recipe, target: Target, out_root: Path, fingerprint
     console.rule(f"[bold]{s.name}[/bold]: {s.summary}")
     quiet_libraries()
     started = time.perf_counter()
-    with artifacts.staging(folder) as tmp:
+    with oserrors.writing(s.name, folder), artifacts.staging(folder) as tmp:
         metrics = s.run(recipe, inputs=inputs, out_dir=tmp, target=target)
         seconds = time.perf_counter() - started
         manifest = {
@@ -265,6 +278,7 @@ def _build(s: Stage, recipe: Recipe, target: Target, out_root: Path, fingerprint
         }
         manifest_dir = tmp / "bundle" if not s.cacheable else tmp
         manifest["files"] = artifacts.folder_hashes(manifest_dir)
+        manifest["sizes"] = artifacts.folder_sizes(manifest_dir)
         artifacts.write_json(manifest_dir / artifacts.MANIFEST, manifest)  # last: marks the entry complete
         artifacts.publish(tmp, folder)
     return Outcome(s.name, "measured" if not s.cacheable else "built", seconds, folder, metrics)

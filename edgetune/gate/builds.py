@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetune import report_json
+from edgetune import artifacts, report_json
 from edgetune.errors import BadInput
 from edgetune.report_json import Report
 
@@ -57,7 +57,20 @@ def load_build(arg: str | Path, role: str) -> Build:
         report = report_json.read(report_path)
     except BadInput as err:
         raise GateError(f"{role} {err}") from None
-    return Build(role, report_path, report, report_path.parent / "bundle")
+    build = Build(role, report_path, report, report_path.parent / "bundle")
+    check_intact(build)
+    return build
+
+
+def check_intact(build: Build) -> None:
+    """A bundle on this host is measured only when its files are the ones its manifest records."""
+    manifest = build.manifest()
+    if not build.on_host or not manifest:
+        return
+    damage = artifacts.damage(build.bundle, manifest)
+    if damage:
+        raise GateError(f"{build.role} bundle {build.bundle} is damaged ({damage}); rebuild it: "
+                        f"edgetune build --target {build.report.target}")
 
 
 def check_comparable(base: Build, cand: Build) -> list[str]:
