@@ -40,8 +40,8 @@ def _latency(limit: float, report: Report) -> Budget:
     if report.measured_on_target:
         return Budget(limit, round(measured, 3), measured <= limit, MEASURED)
     estimated = (report.estimate or {}).get("p95_ms")
-    if estimated is not None:
-        return Budget(limit, round(estimated, 3), estimated <= limit, ESTIMATE, host_value=round(measured, 3))
+    if estimated is not None:  # two decimals: an estimate is good to a few percent at best
+        return Budget(limit, round(estimated, 2), estimated <= limit, ESTIMATE, host_value=round(measured, 3))
     return Budget(limit, None, None, NOT_CHECKED, host_value=round(measured, 3))
 
 
