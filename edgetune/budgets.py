@@ -66,14 +66,15 @@ def describe(name: str, b: Budget, target: str) -> str:
     return f"budget {name}: {b.value} (limit {b.limit}) {verdict(b)}, {where}"
 
 
+def miss_message(name: str, b: Budget, report: Report) -> str:
+    """A missed budget in one sentence: the budget, its value, the limit and the evidence."""
+    evidence = {ESTIMATE: f"ESTIMATE for {report.target} by roofline, not measured",
+                MEASURED: f"measured on {report.target} ({report.host.cpu})",
+                ANY_HOST: "the same on any host"}.get(b.evidence, b.evidence)
+    relation = "below the minimum" if name.startswith("min_") else "above the limit"
+    return f"budget {name} missed: {b.value} is {relation} {b.limit} ({evidence})"
+
+
 def misses(report: Report) -> list[str]:
-    """A message for every budget judged and missed, naming the budget, value, limit and evidence."""
-    found = []
-    for name, b in report.budgets.items():
-        if b.ok is False:
-            evidence = {ESTIMATE: f"ESTIMATE for {report.target} by roofline, not measured",
-                        MEASURED: f"measured on {report.target} ({report.host.cpu})",
-                        ANY_HOST: "the same on any host"}.get(b.evidence, b.evidence)
-            relation = "below the minimum" if name.startswith("min_") else "above the limit"
-            found.append(f"budget {name} missed: {b.value} is {relation} {b.limit} ({evidence})")
-    return found
+    """A message for every budget judged and missed; a budget not checked on the target is never a miss."""
+    return [miss_message(name, b, report) for name, b in report.budgets.items() if b.ok is False]

@@ -30,7 +30,8 @@ def test_plain():
 @pytest.fixture
 def suite(pytester):
     pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(TESTS)!r})\n"
-                          "from required_groups import pytest_configure, pytest_report_header, pytest_runtest_makereport\n")
+                          "from required_groups import (pytest_configure, pytest_report_header,\n"
+                          "                             pytest_runtest_makereport)\n")
     pytester.makepyfile(test_suite=SUITE)
     return pytester
 

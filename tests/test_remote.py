@@ -34,7 +34,8 @@ SSHD = Path("/usr/sbin/sshd")
 pytestmark = [
     pytest.mark.skipif(
         not SSHD.exists() or not shutil.which("ssh") or not shutil.which("ssh-keygen"),
-        reason="needs OpenSSH: /usr/sbin/sshd, ssh and ssh-keygen (Debian: apt-get install openssh-server openssh-client)",
+        reason="needs OpenSSH: /usr/sbin/sshd, ssh and ssh-keygen "
+               "(Debian: apt-get install openssh-server openssh-client)",
     ),
     needs("ssh"),
     pytest.mark.timeout(180),  # each talks to a real sshd; the runner's own limits are 20 s for a failure

@@ -94,11 +94,10 @@ def budget_checks(cand: Report) -> list[Check]:
     """The candidate's target budgets, as bench judged them (edgetune.budgets): a miss fails, unchecked is info."""
     from edgetune import budgets
 
-    misses = dict(zip([n for n, b in cand.budgets.items() if b.ok is False], budgets.misses(cand)))
     checks = []
     for name, b in cand.budgets.items():
         verdict = "info" if b.ok is None else "pass" if b.ok else "OVER BUDGET"
-        message = misses.get(name) or budgets.describe(name, b, cand.target)
+        message = budgets.miss_message(name, b, cand) if b.ok is False else budgets.describe(name, b, cand.target)
         limit = f"{'>=' if name.startswith('min_') else '<='} {b.limit}"
         unit = "ms" if name.endswith("_ms") else ""
         checks.append(Check(f"budget {name}", None, b.value, None, None, limit, verdict, message, unit))
