@@ -66,7 +66,8 @@ def build_options(fn):
     return wrapper
 
 
-def run_until(until: str, target, recipe, data, overrides, out, force, remote=None, measure=False, no_wait=False):
+def run_until(until: str, target, recipe, data, overrides, out, force, remote=None, measure=False, no_wait=False,
+              fail_on_budget=False):
     import dataclasses
 
     from edgetune import pipeline
@@ -82,6 +83,23 @@ def run_until(until: str, target, recipe, data, overrides, out, force, remote=No
         loaded = load_recipe(recipe, overrides=tuple(overrides), data_dir=data)
         outcomes = pipeline.run(loaded, profile, out, until=until, force=force, measure=measure, wait=not no_wait)
         print_summary(outcomes, out / profile.name if until == "bench" else None)
+        if fail_on_budget:
+            exit_on_budget_miss(out / profile.name / "report.json")
+
+
+FAIL_ON_BUDGET = click.option("--fail-on-budget", is_flag=True,
+                              help="Exit 1 when a budget judged on the target (measured there, or the labelled "
+                                   "estimate) is missed; for CI.")
+
+
+def exit_on_budget_miss(report_path: Path) -> None:
+    from edgetune import budgets, report_json
+
+    misses = budgets.misses(report_json.read(report_path))
+    for miss in misses:
+        console.print(f"[bold red]over budget:[/bold red] {escape(miss)}")
+    if misses:
+        sys.exit(1)
 
 
 def print_summary(outcomes, report_dir: Path | None) -> None:
@@ -94,7 +112,7 @@ def print_summary(outcomes, report_dir: Path | None) -> None:
         table.add_row(o.stage, o.status, f"{o.seconds:.1f} s" if o.seconds else "-", key_metric(o.metrics), str(o.folder))
     console.print(table)
     if report_dir and (report_dir / "report.json").exists():
-        from edgetune import report_json
+        from edgetune import budgets, report_json
 
         report = report_json.read(report_dir / "report.json")
         lat = report.latency_ms
@@ -104,8 +122,8 @@ def print_summary(outcomes, report_dir: Path | None) -> None:
         note = escape(report.note)
         console.print(f"[yellow]{note}[/yellow]" if not report.measured_on_target else note)
         for name, b in report.budgets.items():
-            mark = "[green]ok[/green]" if b.ok else "[red]over budget[/red]"
-            console.print(f"  budget {name}: {b.value} (limit {b.limit}) {mark}")
+            colour = "yellow" if b.ok is None or b.evidence == budgets.ESTIMATE else "green" if b.ok else "red"
+            console.print(f"  [{colour}]{escape(budgets.describe(name, b, report.target))}[/{colour}]")
         console.print(escape(f"bundle: {report_dir / 'bundle'}   report: {report_dir / 'report.md'}"))
 
 
@@ -130,17 +148,20 @@ def main(debug):
 
 @main.command()
 @build_options
-def build(target, recipe, data, overrides, out, force, remote, no_wait):
+@FAIL_ON_BUDGET
+def build(target, recipe, data, overrides, out, force, remote, no_wait, fail_on_budget):
     """Run every stage for TARGET (cached, resumable) and write the bundle and report."""
-    run_until("bench", target, recipe, data, overrides, out, force, remote, no_wait=no_wait)
+    run_until("bench", target, recipe, data, overrides, out, force, remote, no_wait=no_wait,
+              fail_on_budget=fail_on_budget)
 
 
 def _stage_command(name: str, summary: str):
-    @build_options
-    def command(target, recipe, data, overrides, out, force, remote, no_wait):
-        run_until(name, target, recipe, data, overrides, out, force, remote, measure=name == "bench", no_wait=no_wait)
+    def command(target, recipe, data, overrides, out, force, remote, no_wait, fail_on_budget=False):
+        run_until(name, target, recipe, data, overrides, out, force, remote, measure=name == "bench",
+                  no_wait=no_wait, fail_on_budget=fail_on_budget)
 
     command.__doc__ = f"Run the {name} stage ({summary}) and what it needs upstream."
+    command = build_options(FAIL_ON_BUDGET(command) if name == "bench" else command)
     return main.command(name=name)(command)
 
 
@@ -227,7 +248,9 @@ def status(out, target, recipe, overrides):
 @click.option("--threads", type=click.IntRange(min=1),
               help="Intra-op threads for both bundles (default: the target's, capped at this host's cores).")
 @click.option("--recorded", is_flag=True, help="Compare the reports' recorded latency instead of re-measuring.")
-def gate(baseline, candidate, junit, max_slowdown, max_accuracy_drop, max_seconds, inputs, threads, recorded):
+@FAIL_ON_BUDGET
+def gate(baseline, candidate, junit, max_slowdown, max_accuracy_drop, max_seconds, inputs, threads, recorded,
+         fail_on_budget):
     """Fail CI when CANDIDATE is slower or less accurate than BASE (exit 0 pass, 1 regression, 2 error)."""
     from edgetune import gate as gating
 
@@ -235,7 +258,7 @@ def gate(baseline, candidate, junit, max_slowdown, max_accuracy_drop, max_second
         # No spinner: a rendering thread would take the GIL mid-measurement and show up in the tail latency.
         result = gating.run_gate(baseline, candidate, max_slowdown=max_slowdown, max_accuracy_drop=max_accuracy_drop,
                                  max_seconds=max_seconds, recorded=recorded, inputs=inputs,
-                                 threads=threads)
+                                 threads=threads, fail_on_budget=fail_on_budget)
     except (BadInput, OSError) as err:
         message = str(err) if isinstance(err, BadInput) else oserrors.describe(err)
         show_traceback()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune import report_json
-from edgetune.report_json import Budget, LatencyMs, ModelRow, Report
+from edgetune import budgets, report_json
+from edgetune.report_json import LatencyMs, ModelRow, Report
 from edgetune.runtime import speed_verdict
 
 
@@ -77,8 +77,30 @@ def per_class_plot(shipped: dict, reference: dict, path: Path, title: str, worst
     plt.close(fig)
 
 
-def _budget_rows(budgets: dict[str, Budget]) -> list[str]:
-    return [f"| {name} | {b.value} | {b.limit} | {'✅' if b.ok else '❌'} |" for name, b in budgets.items()]
+def _budget_rows(report: Report) -> list[str]:
+    """Each budget with the evidence it was judged on: a stand-in host's latency is never marked ok."""
+    marks = {True: "✅ ", False: "❌ ", None: ""}
+    rows = []
+    for name, b in report.budgets.items():
+        value = "-" if b.value is None else f"{b.value}"
+        if b.evidence == budgets.ESTIMATE:
+            value = f"≈ {b.value} (ESTIMATE)"
+        host = "" if b.host_value is None else f"; this host measured {b.host_value}"
+        mark = "" if b.evidence == budgets.ESTIMATE else marks[b.ok]
+        rows.append(f"| {name} | {value} | {b.limit} | {b.evidence}{host} | {mark}{budgets.verdict(b)} |")
+    return rows
+
+
+def _estimate_lines(report: Report) -> list[str]:
+    """The target's roofline estimate, labelled, beside this host's measurement."""
+    e = report.estimate
+    if not e or "p95_ms" not in e:
+        return []
+    at, lat = e.get("at", {}), report.latency_ms
+    return [f"**ESTIMATE for {report.target}, not measured** (per-op roofline scaled by this host's measurement; "
+            f"assumptions in report.json's `estimate`): p50 ≈ {e['p50_ms']:.2f} ms, **p95 ≈ {e['p95_ms']:.2f} ms** "
+            f"at batch {at.get('batch_size')}, {at.get('sequence_length')} tokens, {at.get('threads')} threads; "
+            f"this host ({report.host.cpu}) measured p50 {lat.p50:.2f} ms, p95 {lat.p95:.2f} ms.", ""]
 
 
 def markdown(report: Report) -> str:
@@ -101,16 +123,18 @@ def markdown(report: Report) -> str:
         *_int4_lines(report),
         "![accuracy vs latency](tradeoff.png)",
         "",
-        f"Latency (batch {lat.batch_size}, real test lengths {lat.sequence_length.min}–"
+        f"Latency measured on {host.cpu}{'' if report.measured_on_target else f', NOT on the {report.target}'} "
+        f"(batch {lat.batch_size}, real test lengths {lat.sequence_length.min}–"
         f"{lat.sequence_length.max} tokens): p50 {lat.p50:.2f} ms, **p95 {lat.p95:.2f} ms** "
         f"(95% CI {lat.p95_ci[0]:.2f}–{lat.p95_ci[1]:.2f}), p99 {lat.p99:.2f} ms over {lat.runs} runs; "
         f"cold start {report.cold_start_ms:.0f} ms, peak RSS {report.peak_rss_mb:.0f} MB.",
         "",
+        *_estimate_lines(report),
         "![latency CDF](latency.png)",
         "",
-        "| budget | value | limit | ok |",
-        "|---|---|---|---|",
-        *_budget_rows(report.budgets),
+        "| budget | value | limit | evidence | verdict |",
+        "|---|---|---|---|---|",
+        *_budget_rows(report),
         "",
         "![per-class F1](per_class_f1.png)",
         "",

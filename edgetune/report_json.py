@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgetune.errors import BadInput
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 
 
@@ -110,9 +110,14 @@ class Int4VsInt8:
 
 @dataclass
 class Budget:
+    """A target budget judged on evidence about the target (edgetune.budgets): never "ok" from a stand-in host."""
     limit: float
-    value: float
-    ok: bool
+    # Both absent (None) when the budget was not checked on the target: report.json leaves absent fields out.
+    value: float | None = None  # the number judged against the limit
+    ok: bool | None = None
+    # measured on the target | estimate | host-independent | not checked on the target
+    evidence: str = "measured on the target"
+    host_value: float | None = None  # this host's measurement, when the value judged is not it (or there is none)
 
 
 @dataclass

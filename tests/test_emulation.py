@@ -21,10 +21,18 @@ from edgetune import emulation
 from edgetune.cli import main
 from edgetune.errors import BadInput
 from edgetune.targets import load_target
+from required_groups import needs
 from tiny_bundle import make_bundle, smart_home_texts
 
 MISSING = emulation.missing_tools()
-needs_emulation = pytest.mark.skipif(bool(MISSING), reason="aarch64 emulation needs " + "; ".join(MISSING))
+
+
+def needs_emulation(test):
+    """Skipped, saying what is missing, without the tools; bounded in time: the first run downloads a userland."""
+    for mark in (pytest.mark.skipif(bool(MISSING), reason="aarch64 emulation needs " + "; ".join(MISSING)),
+                 needs("emulation"), pytest.mark.timeout(1200)):
+        test = mark(test)
+    return test
 
 
 def write_inputs(path: Path, n: int) -> Path:

@@ -215,6 +215,24 @@ def test_accuracy_within_the_allowed_drop_passes(tmp_path, light, test_csv):
     assert code == 0, out
 
 
+def test_fail_on_budget_fails_on_the_candidates_missed_budget_and_says_which(tmp_path, light, test_csv):
+    over = make_build(tmp_path / "over" / "rpi5", test_csv, bundle=False)
+    report = json.loads((over / "report.json").read_text())
+    report["budgets"] = {"size_mb": {"limit": 0.001, "value": 0.01, "ok": False, "evidence": "host-independent"},
+                         "p95_ms": {"limit": 25.0, "evidence": "not checked on the target", "host_value": 1.0}}
+    (over / "report.json").write_text(json.dumps(report))
+    code, out = invoke("--baseline", light / "report.json", over, "--recorded")
+    assert code == 0, out  # budgets are not the gate's business unless asked
+    junit = tmp_path / "gate.xml"
+    code, out = invoke("--baseline", light / "report.json", over, "--recorded", "--fail-on-budget", "--junit", junit)
+    assert code == 1, out
+    assert "budget size_mb missed: 0.01 is above the limit 0.001 (the same on any host)" in out
+    assert "budget p95_ms: not checked on the target rpi5" in out and "gate: FAIL" in out
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+    assert cases["budget size_mb"].find("failure").get("type") == "over-budget"
+    assert cases["budget p95_ms"].find("failure") is None
+
+
 # --- recorded numbers --------------------------------------------------------------------------------------
 
 def test_without_bundles_compares_recorded_numbers_and_says_so(tmp_path, test_csv):

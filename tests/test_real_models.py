@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from required_groups import needs
 
 from edgetune.cli import main
 
@@ -17,6 +18,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_default_recipe_builds_for_rpi5_with_real_minilm(tmp_path):
     result = CliRunner().invoke(main, ["build", "--target", "rpi5", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -27,11 +29,13 @@ def test_default_recipe_builds_for_rpi5_with_real_minilm(tmp_path):
     assert report["size_bytes"] < report["student_fp32"]["size_bytes"] / 3  # int8, embeddings included
     bundle = tmp_path / "rpi5" / "bundle"
     out = subprocess.run([sys.executable, "predict.py", "turn off the kitchen lights"], cwd=bundle,
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.split("\t")[0] == "lights_off"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
+@needs("data")
 @pytest.mark.skipif(not (SHARED_DATA / "poem_sentiment").is_dir(), reason="shared/data/poem_sentiment not present")
 def test_real_dataset_via_data_folder(tmp_path):
     """poem_sentiment (4 labels, 892 train) through --data: labels read from the files."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from required_groups import needs
 from tiny_bundle import make_bundle, smart_home_texts
 
 from edgetune import bundle_predict, runtime
@@ -30,10 +31,15 @@ from edgetune.remote import parse_remote, remote_bench
 from edgetune.targets import Remote, load_target
 
 SSHD = Path("/usr/sbin/sshd")
-pytestmark = pytest.mark.skipif(
-    not SSHD.exists() or not shutil.which("ssh") or not shutil.which("ssh-keygen"),
-    reason="needs OpenSSH: /usr/sbin/sshd, ssh and ssh-keygen (Debian: apt-get install openssh-server openssh-client)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not SSHD.exists() or not shutil.which("ssh") or not shutil.which("ssh-keygen"),
+        reason="needs OpenSSH: /usr/sbin/sshd, ssh and ssh-keygen "
+               "(Debian: apt-get install openssh-server openssh-client)",
+    ),
+    needs("ssh"),
+    pytest.mark.timeout(180),  # each talks to a real sshd; the runner's own limits are 20 s for a failure
+]
 FAST = BenchConfig(warmup_runs=20, min_runs=200, max_runs=3000, max_seconds=3, ci_relative_halfwidth=0.05)
 
 
@@ -213,6 +219,7 @@ def test_missing_python_on_device(sshd, bundle):
     assert isinstance(err, BadInput) and "/nonexistent/python3" in str(err) and seconds < 20
 
 
+@needs("tmpfs")
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tiny tmpfs as the device's disk needs root")
 def test_device_disk_full(sshd, bundle, tmp_path):
     remote, _ = sshd

@@ -26,7 +26,11 @@ perhaps on different machines.
 Accuracy fails when candidate < baseline - max_accuracy_drop. Both builds must be of the same target and
 evaluated on the same test split (test_examples, and test_set_sha256 when the reports have it).
 
-Exit codes: 0 pass, 1 regression, 2 error (missing or unfinished build, different targets or test sets).
+With fail_on_budget (`--fail-on-budget`) the candidate's target budgets count too, as bench judged them
+(edgetune.budgets): one judged and missed fails the gate; one not checked on the target is shown, not failed.
+
+Exit codes: 0 pass, 1 regression (or a budget missed), 2 error (missing or unfinished build, different targets
+or test sets).
 No torch: the gate imports edgetune.runtime (onnxruntime, tokenizers, numpy) and nothing from edgetune/stages/, so
 a CI job starts it in a second.
 
@@ -49,8 +53,8 @@ from edgetune.gate.junit import write_junit, write_junit_error
 from edgetune.gate.measure import (BLOCK_SECONDS, EPOCH_SECONDS, MAX_SECONDS, MIN_RUNS, MIN_SECONDS, Measurement,
                                    measure_interleaved)
 from edgetune.gate.result import GateResult, print_result, table
-from edgetune.gate.verdict import (LATENCY_QUANTILES, RESAMPLES, Check, accuracy_checks, latency_check,
-                                   recorded_latency)
+from edgetune.gate.verdict import (LATENCY_QUANTILES, RESAMPLES, Check, accuracy_checks, budget_checks,
+                                   latency_check, recorded_latency)
 from edgetune.runtime import bootstrap_percentile, cpu_model_and_flags, ratio_interval
 
 __all__ = ["BLOCK_SECONDS", "EPOCH_SECONDS", "LATENCY_QUANTILES", "MAX_SECONDS", "MIN_RUNS", "MIN_SECONDS",
@@ -72,8 +76,10 @@ def why_not_remeasure(base: Build, cand: Build, provider: str) -> str | None:
 
 def run_gate(baseline, candidate, *, max_slowdown: float = 0.05, max_accuracy_drop: float = 0.005,
              max_seconds: float | None = None, recorded: bool = False, inputs: Path | None = None,
-             threads: int | None = None, progress=None) -> GateResult:
-    """Compare CANDIDATE with BASELINE (report.json files or build folders); raises GateError (exit 2)."""
+             threads: int | None = None, progress=None, fail_on_budget: bool = False) -> GateResult:
+    """Compare CANDIDATE with BASELINE (report.json files or build folders); raises GateError (exit 2).
+
+    fail_on_budget: also check the candidate's target budgets as bench judged them (a miss fails the gate)."""
     started = time.perf_counter()
     base, cand = load_build(baseline, "baseline"), load_build(candidate, "candidate")
     notes = check_comparable(base, cand)
@@ -95,6 +101,8 @@ def run_gate(baseline, candidate, *, max_slowdown: float = 0.05, max_accuracy_dr
         checks, how, mode = recorded_latency(base.report, cand.report, max_slowdown), \
             _recorded_how(base, cand, reason, notes), "recorded"
     checks += accuracy_checks(base.report, cand.report, max_accuracy_drop)
+    if fail_on_budget:
+        checks += budget_checks(cand.report)
     return GateResult(cand.report.target, base.report_path, cand.report_path, mode, how, checks, notes,
                       time.perf_counter() - started, measurement)
 

@@ -54,7 +54,8 @@ def write_junit(result: GateResult, path: Path) -> None:
         case = ET.SubElement(suite, "testcase", classname=f"edgetune.gate.{result.target}", name=c.name,
                              time=f"{c.seconds:.3f}")
         if c.failed:
-            failure = ET.SubElement(case, "failure", message=c.message, type="regression")
+            kind = "over-budget" if c.verdict == "OVER BUDGET" else "regression"
+            failure = ET.SubElement(case, "failure", message=c.message, type=kind)
             failure.text = f"{c.message}\n{result.how}\n"
         else:
             ET.SubElement(case, "system-out").text = c.message

@@ -30,7 +30,9 @@ class GateResult:
         return 1 if self.regressions else 0
 
 
-def _fmt(check: Check, x: float) -> str:
+def _fmt(check: Check, x: float | None) -> str:
+    if x is None:
+        return "-"
     return f"{x:.3f} ms" if check.unit == "ms" else f"{x:.4f}"
 
 
@@ -40,7 +42,8 @@ def table(result: GateResult):
     t = Table(title=f"edgetune gate: {result.target} ({result.mode})", title_justify="left")
     for column in ("check", "baseline", "candidate", "cand/base or Δ", "95% interval", "limit", "verdict"):
         t.add_column(column)
-    colour = {"pass": "green", "REGRESSION": "bold red", "inconclusive": "yellow", "info": "dim"}
+    colour = {"pass": "green", "REGRESSION": "bold red", "OVER BUDGET": "bold red", "inconclusive": "yellow",
+              "info": "dim"}
     for c in result.checks:
         value = "-" if c.value is None else (f"{c.value:.3f}" if c.unit == "ms" else f"{c.value:+.4f}")
         interval = f"[{c.interval[0]:.3f}, {c.interval[1]:.3f}]" if c.interval else "-"
@@ -55,11 +58,11 @@ def print_result(result: GateResult, console) -> None:
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     for c in result.checks:
-        if c.verdict in ("REGRESSION", "inconclusive"):
+        if c.failed or c.verdict == "inconclusive" or (c.verdict == "info" and c.name.startswith("budget")):
             style = "bold red" if c.failed else "yellow"
             console.print(f"[{style}]{c.message}[/{style}]")
     if result.regressions:
-        console.print(f"[bold red]gate: FAIL[/bold red] ({len(result.regressions)} regression"
+        console.print(f"[bold red]gate: FAIL[/bold red] ({len(result.regressions)} failed check"
                       f"{'s' if len(result.regressions) > 1 else ''}): {result.candidate} vs {result.baseline}")
     else:
         console.print(f"[bold green]gate: PASS[/bold green]: {result.candidate} vs {result.baseline}")

@@ -15,19 +15,19 @@ LATENCY_QUANTILES = {"p95 latency": 95.0, "median latency": 50.0}
 @dataclass
 class Check:
     name: str
-    baseline: float
-    candidate: float
+    baseline: float | None  # None: a check on the candidate alone (its budgets)
+    candidate: float | None
     value: float | None  # ratio (latency) or difference (accuracy, macro-F1)
     interval: tuple[float, float] | None
     limit: str
-    verdict: str  # pass | REGRESSION | inconclusive | info
+    verdict: str  # pass | REGRESSION | OVER BUDGET | inconclusive | info
     message: str
     unit: str = ""
     seconds: float = 0.0
 
     @property
     def failed(self) -> bool:
-        return self.verdict == "REGRESSION"
+        return self.verdict in ("REGRESSION", "OVER BUDGET")
 
 
 def latency_check(name: str, b: float, c: float, ratio: float, lo: float, hi: float, max_slowdown: float,
@@ -88,3 +88,17 @@ def ratio_interval_from_cis(base: float, base_ci, cand: float, cand_ci) -> tuple
     ratio = cand / base
     spread = 1.96 * math.hypot(se(base_ci), se(cand_ci))
     return ratio, ratio * math.exp(-spread), ratio * math.exp(spread)
+
+
+def budget_checks(cand: Report) -> list[Check]:
+    """The candidate's target budgets, as bench judged them (edgetune.budgets): a miss fails, unchecked is info."""
+    from edgetune import budgets
+
+    checks = []
+    for name, b in cand.budgets.items():
+        verdict = "info" if b.ok is None else "pass" if b.ok else "OVER BUDGET"
+        message = budgets.miss_message(name, b, cand) if b.ok is False else budgets.describe(name, b, cand.target)
+        limit = f"{'>=' if name.startswith('min_') else '<='} {b.limit}"
+        unit = "ms" if name.endswith("_ms") else ""
+        checks.append(Check(f"budget {name}", None, b.value, None, None, limit, verdict, message, unit))
+    return checks

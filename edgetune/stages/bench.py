@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune import bundle_predict, runtime
+from edgetune import budgets, bundle_predict, runtime
 from edgetune.console import log, progress
 from edgetune.data import load_dataset, sequence_length
 from edgetune.errors import StageFailed
@@ -30,7 +30,7 @@ from edgetune.metrics import classification_scores, per_class_f1
 from edgetune.quantizers import INT8_REFERENCE
 from edgetune.recipe import Recipe
 from edgetune.report import write_reports
-from edgetune.report_json import SCHEMA_VERSION, Budget, Int4VsInt8, LatencyMs, ModelRow, Ratio, RemoteRun, Report
+from edgetune.report_json import SCHEMA_VERSION, Int4VsInt8, LatencyMs, ModelRow, Ratio, RemoteRun, Report
 from edgetune.targets import Target
 
 BUNDLE_FILES = ("model.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
@@ -220,7 +220,7 @@ def build_report(recipe: Recipe, target: Target, inputs: dict[str, Path], bundle
                  "per_class_f1": m.per_class["teacher_fp32"]},
         student={"layers": int(read_manifest(inputs["distill"])["metrics"]["layers"])},
         comparison=comparison_rows(m), speedup_vs_teacher_p95=speedup(m), test_examples=len(m.models["shipped"].predictions),
-        budgets=budgets(target, latency.p95, sizes["shipped"], scores["shipped"]["accuracy"]),
+        budgets={},  # judged below, once the estimate (if any) is known
         test_set_sha256=teacher_manifest["material"]["files"]["test"], int4_vs_int8_p95=int4_vs_int8(m, bundle))
     report = _typed(report)
     if m.device:
@@ -229,6 +229,7 @@ def build_report(recipe: Recipe, target: Target, inputs: dict[str, Path], bundle
         report.comparison_note = f"comparison rows measured on the build host ({build_host['cpu']})"
     elif mismatch and target.peak_gflops.fp32 and target.memory_bandwidth_gbs:
         report.estimate = latency_estimate(bundle / "model.onnx", target, report)
+    report.budgets = budgets.judge(target.budgets, report)
     return report
 
 
@@ -295,15 +296,3 @@ def latency_estimate(model: Path, target: Target, report: Report) -> dict | None
         return None
     log(f"ESTIMATE, not measured: p95 ≈ {estimate['p95_ms']:.2f} ms on {target.name} (roofline; assumptions in report.json)")
     return estimate
-
-
-def budgets(target: Target, p95: float, size: int, accuracy: float) -> dict[str, Budget]:
-    b = target.budgets
-    checks = {}
-    if b.p95_ms is not None:
-        checks["p95_ms"] = Budget(b.p95_ms, round(p95, 3), p95 <= b.p95_ms)
-    if b.size_mb is not None:
-        checks["size_mb"] = Budget(b.size_mb, round(size / 1e6, 2), size / 1e6 <= b.size_mb)
-    if b.min_accuracy is not None:
-        checks["min_accuracy"] = Budget(b.min_accuracy, round(accuracy, 4), accuracy >= b.min_accuracy)
-    return checks
