@@ -14,7 +14,7 @@ from typing import Callable
 
 from edgetune import artifacts
 from edgetune.console import console, quiet_libraries
-from edgetune.data import file_digest, load_dataset
+from edgetune.data import dataset_digest, file_digest, load_dataset
 from edgetune.errors import BadInput
 from edgetune.models import check_layer_map, check_model_reference, model_fingerprint, offline_config
 from edgetune.recipe import Recipe
@@ -137,6 +137,7 @@ def fingerprints(recipe: Recipe, target: Target) -> dict[str, dict]:
             "target": target_slice(target, s.target_fields),
             "upstream": {u: keys[u] for u in s.upstream},
             "files": {k: file_digest(v) for k, v in s.files(recipe).items()},
+            "dataset": dataset_digest(recipe.data) if "data" in s.sections else None,
             "model": model if s.name == "teacher" else None,
             "libraries": libs,
         }
