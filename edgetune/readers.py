@@ -144,16 +144,28 @@ def _load(dataset: str, config: str | None):
     if (dataset, config) in _LOADED:
         return _LOADED[(dataset, config)]
     import datasets
+    import huggingface_hub.constants
 
+    from edgetune.console import log
+    from edgetune.models import hub_reachable
+
+    local = Path(dataset).expanduser().is_dir()  # a folder `datasets` itself loads (its own layout rules)
+    offline = not local and not hub_reachable()
+    if offline:
+        log(f"Hugging Face Hub unreachable: reading dataset {dataset} from the datasets cache")
+    flags = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
     try:
+        # Offline mode makes an uncached dataset fail at once instead of after the Hub's retries (~20 s).
+        datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = offline or flags[0]
         loaded = datasets.load_dataset(dataset, config)
-    except (ConnectionError, OSError, FileNotFoundError, ValueError) as err:
-        offline = datasets.config.HF_HUB_OFFLINE or "offline" in str(err).lower() or "connect" in str(err).lower()
-        hint = ("the Hugging Face Hub is unreachable and it is not in the datasets cache "
-                f"({datasets.config.HF_DATASETS_CACHE}); load it once where the Hub is reachable "
-                "(the cache is then used offline), or export its splits to a folder of "
-                "train/test .csv, .jsonl or .parquet files and pass that folder") if offline else \
+    except (ConnectionError, OSError, ValueError) as err:
+        hint = ("the Hugging Face Hub is unreachable and the dataset is not in the datasets cache "
+                f"({datasets.config.HF_DATASETS_CACHE}); load it once where the Hub is reachable (the cache is "
+                "then used offline), or save its splits as train/test .csv, .jsonl or .parquet files in a folder "
+                "and pass that folder") if offline else \
             "check the dataset id (and data.dataset_config for datasets with several configurations)"
         raise BadInput(f"--data {dataset}: cannot load this dataset ({str(err).splitlines()[0][:200]}); {hint}") from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = flags
     _LOADED[(dataset, config)] = loaded
     return loaded
