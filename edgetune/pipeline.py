@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgetune import artifacts
+from edgetune import artifacts, distributed
 from edgetune.console import console, quiet_libraries
 from edgetune.data import dataset_digest, file_digest, load_dataset
 from edgetune.errors import BadInput
@@ -222,10 +222,18 @@ def run(
     forced = set(descendants(force)) if force else set()
     folders: dict[str, Path] = {}
     outcomes = []
+    # Decided before anything is built: under accelerate launch, every process then builds the same stages.
+    plan = {name: _reuse(stage(name), prints[name]["key"], out_root, target, forced=name in forced, measure=measure)
+            for name in ancestors(until)}
+    distributed.wait_for_everyone()
     for s in (stage(name) for name in ancestors(until)):
-        outcome = _reuse(s, prints[s.name]["key"], out_root, target, forced=s.name in forced, measure=measure)
-        if outcome is None:
+        outcome = plan[s.name]
+        if outcome is None and distributed.runs_stage(s.name):
             outcome = _build(s, recipe, target, out_root, prints[s.name], StageInputs(s.name, folders))
+        if plan[s.name] is None and distributed.processes() > 1:
+            distributed.wait_for_everyone()  # the main process has published the stage
+            folder = cache_dir(out_root, s.name, prints[s.name]["key"]) if s.cacheable else out_root / target.name
+            outcome = outcome or Outcome(s.name, "built", 0.0, folder, {})
         folders[s.name] = outcome.folder
         outcomes.append(outcome)
     return outcomes
@@ -267,5 +275,6 @@ def _build(s: Stage, recipe: Recipe, target: Target, out_root: Path, fingerprint
         manifest_dir = tmp / "bundle" if not s.cacheable else tmp
         manifest["files"] = artifacts.folder_hashes(manifest_dir)
         artifacts.write_json(manifest_dir / artifacts.MANIFEST, manifest)  # last: marks the entry complete
-        artifacts.publish(tmp, folder)
+        if distributed.is_main():
+            artifacts.publish(tmp, folder)
     return Outcome(s.name, "measured" if not s.cacheable else "built", seconds, folder, metrics)

@@ -50,6 +50,9 @@ class TrainingConfig:
     # auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX),
     # else fp32. Weights and optimizer state stay fp32 either way.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Batches whose gradients add up before each optimizer step: an effective batch of batch_size x this (x the
+    # processes under `accelerate launch`) in the memory of one batch.
+    gradient_accumulation_steps: int = 1
 
 
 # Section defaults are the default recipe's (edgetune/recipes/default.yaml): a recipe that omits a key gets what the
@@ -286,6 +289,8 @@ def _check_values(recipe: Recipe) -> None:
         cfg = getattr(recipe, name)
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise BadInput(f"{src}: {name}.epochs and {name}.batch_size must be >= 1")
+        if cfg.gradient_accumulation_steps < 1:
+            raise BadInput(f"{src}: {name}.gradient_accumulation_steps = {cfg.gradient_accumulation_steps} must be >= 1")
         if cfg.freeze_layers < 0:
             raise BadInput(f"{src}: {name}.freeze_layers = {cfg.freeze_layers} must be >= 0")
         if cfg.max_steps is not None and cfg.max_steps < 1:

@@ -1,0 +1,76 @@
+"""A training checkpoint per epoch, so an interrupted teacher, student or adapter resumes where it stopped.
+
+A stage builds in a staging folder that is thrown away when the process dies; its checkpoint lives beside it in
+`.resume-<stage>-<key>` (the same cache key: the same recipe, data and upstream), which a rerun of the build
+finds. Publishing the stage removes it. Loaded with torch.load(weights_only=True): tensors and plain values only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Progress:
+    """Where training stands after an epoch, and the best epoch so far (early stopping restores it)."""
+
+    epoch: int = 0
+    step: int = 0  # optimizer steps taken
+    best_key: tuple = (-1.0, -1.0)
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+    stale: int = 0  # epochs since validation last improved
+
+
+def save(folder: Path, *, desc: str, model, extra_params, optimizer, schedule, rng: random.Random,
+         progress: Progress, best_state: dict) -> None:
+    """Everything the next epoch depends on; the best weights only when they are not the current ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "desc": desc,
+        "model": model.state_dict(),
+        "extra": [p.detach().cpu() for p in extra_params],
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "rng": {"batches": rng.getstate(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "progress": asdict(progress),
+        "best_state": None if progress.best_epoch == progress.epoch else best_state,
+    }
+    tmp = folder / f"{CHECKPOINT}.{os.getpid()}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / CHECKPOINT)  # a kill mid-write leaves the previous epoch's checkpoint whole
+
+
+def load(folder: Path | None, desc: str) -> dict | None:
+    path = folder / CHECKPOINT if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state if state.get("desc") == desc else None
+
+
+def restore(state: dict, *, model, extra_params, optimizer, schedule, rng: random.Random) -> tuple[Progress, dict]:
+    """Put the saved epoch back in place; returns its progress and the best weights so far."""
+    model.load_state_dict(state["model"])
+    with torch.no_grad():
+        for param, saved in zip(extra_params, state["extra"]):
+            param.copy_(saved)
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    version, internal, gauss = state["rng"]["batches"]
+    rng.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    saved = state["progress"]
+    progress = Progress(**{**saved, "best_key": tuple(saved["best_key"])})
+    best_state = state["best_state"] if state["best_state"] is not None else state["model"]
+    return progress, best_state
