@@ -23,11 +23,21 @@ def is_main() -> bool:
 
 def wait_for_everyone() -> None:
     if processes() > 1:
+        import torch
         from accelerate import PartialState
 
-        PartialState().wait_for_everyone()
+        # The first PartialState sets up the process group: gloo across CPU processes when there is no GPU.
+        PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
 
 
 def runs_stage(name: str) -> bool:
     """Whether this process runs the stage: training stages run everywhere, the others on the main process."""
     return processes() == 1 or is_main() or name in TRAINING_STAGES
+
+
+def quiet_unless_main() -> None:
+    """One process speaks: the others' progress lines would repeat the main process's."""
+    if not is_main():
+        from edgetune.console import console
+
+        console.quiet = True

@@ -215,6 +215,7 @@ def run(
     if force is not None and force not in ancestors(until):
         raise BadInput(f"--force {force}: `edgetune {until}` does not run {force} (it runs "
                        f"{', '.join(ancestors(until))}); force one of those, or run `edgetune build --force {force}`")
+    distributed.quiet_unless_main()
     preflight(recipe, target)
     out_root = Path(out_root)
     artifacts.remove_stale_staging(out_root)
