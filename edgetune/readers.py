@@ -63,6 +63,7 @@ def read_jsonl_table(path: Path) -> Table:
 
 
 def read_parquet_table(path: Path) -> Table:
+    require("pyarrow", f"{path}: Parquet")
     import pyarrow.parquet as pq
     from pyarrow import ArrowException
 
@@ -71,6 +72,13 @@ def read_parquet_table(path: Path) -> Table:
     except (ArrowException, OSError) as err:
         raise BadInput(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
     return Table(str(path), tuple(table.column_names), table.to_pylist())
+
+
+def require(module: str, what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise BadInput(f"{what} needs the {module} package: pip install 'edgetune[data]'")
 
 
 READERS = {".csv": read_csv_table, ".jsonl": read_jsonl_table, ".parquet": read_parquet_table}
@@ -143,6 +151,7 @@ def _load(dataset: str, config: str | None):
     """Loaded once per process: fingerprinting, the preflight and each stage read the same dataset."""
     if (dataset, config) in _LOADED:
         return _LOADED[(dataset, config)]
+    require("datasets", f"--data {dataset}: a Hugging Face dataset")
     import datasets
     import huggingface_hub.constants
 

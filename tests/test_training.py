@@ -64,3 +64,12 @@ def test_cpu_training_repeats_exactly_under_a_seed(tiny_teacher):
     _, _, other = run(tiny_teacher, seed=1, epochs=2)  # another batch order
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_gradient_accumulation_takes_one_optimizer_step_per_group_of_batches(tiny_teacher):
+    # 6 batches of 4 an epoch; groups of 4 batches: 2 optimizer steps (4 + the remaining 2), over 2 epochs 4.
+    result, before, after = run(tiny_teacher, epochs=2, gradient_accumulation_steps=4)
+    assert (result.steps, result.epochs_run) == (4, 2)
+    assert not all(torch.equal(before[k], after[k]) for k in before)
+    again = run(tiny_teacher, epochs=2, gradient_accumulation_steps=4)[2]
+    assert all(torch.equal(after[k], again[k]) for k in after)  # deterministic under the seed, as without it
