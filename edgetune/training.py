@@ -7,6 +7,7 @@ import contextlib
 import copy
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -203,7 +204,7 @@ def train(
     elif evaluate_start:
         state.best_key, state.best_metrics = score()
     best_state = best_state or copy.deepcopy(core.state_dict())
-    resumed_from = state.epoch
+    resumed_from, last_saved = state.epoch, time.monotonic()
     lengths = train_set.lengths()
 
     def batch_of(ids):
@@ -232,7 +233,9 @@ def train(
                 state.stale += 1
             log(f"{desc} epoch {state.epoch}: validation accuracy {metrics['accuracy']:.4f} "
                 f"macro-F1 {metrics['macro_f1']:.4f}")
-            if checkpoints is not None and accelerator.is_main_process:
+            due = time.monotonic() - last_saved >= checkpoints_module.min_seconds()
+            if checkpoints is not None and due and accelerator.is_main_process and not _finished(state, cfg, total):
+                last_saved = time.monotonic()
                 checkpoints_module.save(checkpoints, desc=desc, model=core, extra_params=extra, optimizer=optimizer,
                                         schedule=schedule, rng=rng, progress=state, best_state=best_state)
             accelerator.wait_for_everyone()

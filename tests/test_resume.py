@@ -19,7 +19,9 @@ from helpers import REPO, build
 
 
 def child_env() -> dict:
-    return os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "250"}
+    # A checkpoint after every epoch, however short (the tiny model's take a fraction of a second).
+    return os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "250",
+                         "EDGETUNE_CHECKPOINT_SECONDS": "0"}
 
 
 def teacher_folder(out: Path) -> Path:
@@ -48,7 +50,7 @@ def test_a_teacher_killed_mid_training_resumes_from_its_checkpoint(make_recipe, 
     result = build(recipe, out, command="teacher")
     assert result.exit_code == 0, result.output
     assert f"teacher: resuming after epoch {saved} " in result.output
-    assert "teacher epoch 1:" not in result.output or saved == 0
+    assert "teacher epoch 1:" not in result.output  # the epochs before the checkpoint do not run again
     manifest = json.loads((teacher_folder(out) / "manifest.json").read_text())
     assert manifest["metrics"]["resumed_after_epoch"] == saved
     assert not list((out / "cache").glob(".resume-*"))  # published: the checkpoint is gone
