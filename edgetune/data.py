@@ -126,6 +126,11 @@ def read_calibration_texts(path: Path) -> list[str]:
     return [r["text"].strip() for r in read_rows(path, ("text",))]
 
 
+def split_source(cfg: DataConfig, split: str) -> str:
+    """Where a split comes from, for messages: its file, or the dataset's split."""
+    return f"dataset {cfg.dataset} split {split}" if cfg.dataset else str(getattr(cfg, split))
+
+
 def dataset_digest(cfg: DataConfig) -> str | None:
     """Content identity of a Hugging Face dataset the recipe reads (files are hashed as files)."""
     if cfg.dataset is None:

@@ -14,7 +14,7 @@ from typing import Callable
 
 from edgetune import artifacts, distributed
 from edgetune.console import console, quiet_libraries
-from edgetune.data import dataset_digest, file_digest, load_dataset
+from edgetune.data import dataset_digest, file_digest, load_dataset, split_source
 from edgetune.errors import BadInput
 from edgetune.models import check_layer_map, check_model_reference, model_fingerprint, offline_config
 from edgetune.recipe import Recipe
@@ -155,7 +155,7 @@ def preflight(recipe: Recipe, target: Target) -> None:
     data = load_dataset(recipe.data, recipe.seed)
     if target.batch_size > len(data.test.texts):
         raise BadInput(f"{target.source}: batch_size {target.batch_size} is larger than the test split "
-                       f"({len(data.test.texts)} texts in {recipe.data.test}); lower batch_size or add test data")
+                       f"({len(data.test.texts)} texts in {split_source(recipe.data, 'test')}); lower batch_size or add test data")
     check_model_reference(recipe.teacher.model, "teacher.model")
     config = offline_config(recipe.teacher.model)
     if config and "num_hidden_layers" in config:

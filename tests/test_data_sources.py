@@ -91,24 +91,43 @@ def test_parquet_numbers_and_json_integers_read_as_labels(tmp_path):
     assert len(data.train.texts) + len(data.validation.texts) == 2  # the row without text is dropped
 
 
-def test_a_hugging_face_dataset_is_read_with_its_class_label_names(tmp_path):
-    """`datasets` reads the splits (here a local folder it loads itself: the Hub is not reachable in tests);
-    class-label columns come back as their names."""
+def hub_dataset(folder: Path, splits: dict[str, list[tuple[str, int]]], names: list[str]) -> Path:
+    """A dataset in the layout `datasets` loads itself (the Hub is not reachable in tests), with a class-label
+    column as the Hub's classification datasets have."""
     import datasets
 
-    features = datasets.Features({"sentence": datasets.Value("string"),
-                                  "intent": datasets.ClassLabel(names=["lights_off", "lights_on"])})
-    source = tmp_path / "hub-dataset" / "data"
-    source.mkdir(parents=True)
-    for split, rows in {"train": [("lights on", 1), ("lights off", 0), ("on please", 1), ("off please", 0)],
-                        "test": [("switch it on", 1), ("switch it off", 0)]}.items():
+    features = datasets.Features({"sentence": datasets.Value("string"), "intent": datasets.ClassLabel(names=names)})
+    (folder / "data").mkdir(parents=True)
+    for split, rows in splits.items():
         table = {"sentence": [t for t, _ in rows], "intent": [label for _, label in rows]}
-        datasets.Dataset.from_dict(table, features=features).to_parquet(str(source / f"{split}.parquet"))
-    cfg = DataConfig(dataset=str(source.parent), text_column="sentence", label_column="intent")
-    data = load_dataset(cfg, seed=0)
+        datasets.Dataset.from_dict(table, features=features).to_parquet(str(folder / "data" / f"{split}.parquet"))
+    return folder
+
+
+def test_a_hugging_face_dataset_is_read_with_its_class_label_names(tmp_path):
+    splits = {"train": [("lights on", 1), ("lights off", 0), ("on please", 1), ("off please", 0)],
+              "test": [("switch it on", 1), ("switch it off", 0)]}
+    source = hub_dataset(tmp_path / "hub-dataset", splits, ["lights_off", "lights_on"])
+    data = load_dataset(DataConfig(dataset=str(source), text_column="sentence", label_column="intent"), seed=0)
     assert data.label_names == ("lights_off", "lights_on")
     assert data.test.texts == ("switch it on", "switch it off") and data.test.labels == (1, 0)
     assert data.validation_carved  # the dataset has no validation split
+
+
+def test_the_teacher_trains_on_a_hugging_face_dataset(base_build, tmp_path):
+    names = sorted({r["intent"] for r in smart_home_rows("train")})
+    splits = {split: [(r["utterance"], names.index(r["intent"])) for r in smart_home_rows(split)]
+              for split in ("train", "validation", "test")}
+    source = hub_dataset(tmp_path / "hub-dataset", splits, names)
+    out = tmp_path / "out"
+    sets = ["data.train=null", "data.validation=null", "data.test=null", f"data.dataset={source}",
+            "data.text_column=sentence", "data.label_column=intent"]
+    result = build(base_build.recipe, out, *[a for s in sets for a in ("--set", s)], command="teacher")
+    assert result.exit_code == 0, result.output
+    # The same texts and labels as the CSVs: the same teacher.
+    np.testing.assert_array_equal(teacher_logits(out), teacher_logits(base_build.out))
+    material = json.loads(next((out / "cache").glob("teacher-*/manifest.json")).read_text())["material"]
+    assert set(json.loads(material["dataset"])) == {"train", "validation", "test"}  # the splits' fingerprints
 
 
 def test_an_uncached_dataset_says_the_hub_is_unreachable(monkeypatch):
