@@ -43,13 +43,15 @@ def table_rows(table: Table, columns: tuple[str, ...], keys: tuple[str, ...] = (
                else f"the header must name {','.join(columns)}")
         raise BadInput(f"{table.source}: missing column(s) {', '.join(missing)}; {fix} "
                        f"(found: {','.join(table.columns) or 'no header'})")
-    rows = [{c: _cell(row.get(c)) for c in columns} for row in table.rows]
-    rows = [r for r in rows if r[columns[0]].strip()]
-    if len(columns) > 1:
-        blank = next((i for i, r in enumerate(rows) if not r[columns[1]].strip()), None)
-        if blank is not None:
-            raise BadInput(f"{table.source}: row {blank + 1} with text has an empty {columns[1]!r}; "
+    rows = []
+    for number, row in enumerate(table.rows, start=1):
+        cells = {c: _cell(row.get(c)) for c in columns}
+        if not cells[columns[0]].strip():
+            continue
+        if len(columns) > 1 and not cells[columns[1]].strip():
+            raise BadInput(f"{table.source}: data row {number} has text but an empty {columns[1]!r}; "
                            "label it or remove it")
+        rows.append(cells)
     if not rows:
         raise BadInput(f"{table.source}: no rows with text; add examples with the column(s) {','.join(columns)}")
     return rows
@@ -78,21 +80,21 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     columns, keys = (cfg.text_column, cfg.label_column), ("data.text_column", "data.label_column")
     tables = {split: _split_table(cfg, split) for split in SPLITS}
     rows = {split: table_rows(table, columns, keys) for split, table in tables.items() if table is not None}
-    label_names = tuple(sorted({label.strip() for _, label in _pairs(rows["train"], cfg)}))
+    label_names = tuple(sorted({label.strip() for _, label in _texts_and_labels(rows["train"], cfg)}))
     if len(label_names) < 2:
         raise BadInput(f"{tables['train'].source}: needs at least two distinct labels in column "
                        f"{cfg.label_column!r}, found {list(label_names)}")
     index = {name: i for i, name in enumerate(label_names)}
 
     def to_split(split: str) -> Split:
-        pairs = _pairs(rows[split], cfg)
-        unseen = sorted({label.strip() for _, label in pairs} - set(index))
+        examples = _texts_and_labels(rows[split], cfg)
+        unseen = sorted({label.strip() for _, label in examples} - set(index))
         if unseen:
             raise BadInput(
                 f"{tables[split].source}: label(s) {', '.join(unseen[:5])} do not occur in {tables['train'].source}; "
                 "add training examples for them or remove those rows"
             )
-        return Split(tuple(t.strip() for t, _ in pairs), tuple(index[label.strip()] for _, label in pairs))
+        return Split(tuple(t.strip() for t, _ in examples), tuple(index[label.strip()] for _, label in examples))
 
     train, test = to_split("train"), to_split("test")
     if "validation" in rows:
@@ -101,7 +103,7 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     return Dataset(label_names, train, validation, test, True)
 
 
-def _pairs(rows: list[dict[str, str]], cfg: DataConfig) -> list[tuple[str, str]]:
+def _texts_and_labels(rows: list[dict[str, str]], cfg: DataConfig) -> list[tuple[str, str]]:
     return [(r[cfg.text_column], r[cfg.label_column]) for r in rows]
 
 

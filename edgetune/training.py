@@ -154,42 +154,17 @@ def train(
     stop at the same epoch). `extra_params`: trained with the model but not part of it (e.g. a hidden-state
     projection). `checkpoints`: a folder where each epoch's state is saved, and from which training resumes.
     """
-    from accelerate import Accelerator
-
     rng = random.Random(seed)
-    device = device or torch.device("cpu")
-    # Mixed precision stays edgetune's own autocast: accelerate's would patch the model's forward for evaluation
-    # too (edgetune evaluates in fp32), and its process-wide state cannot change precision between stages.
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
-    if cfg.freeze_word_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-    freeze_lower_layers(model, cfg.freeze_layers)
-    precision = resolve_precision(cfg.precision, accelerator.device)
-    if precision != "fp32":
-        log(f"{desc}: {precision} autocast on {accelerator.device.type}")
+    accelerator, model, core, precision = _prepare(model, cfg, device or torch.device("cpu"), desc)
     extra = list(extra_params or [])
     for param in extra:
         param.data = param.data.to(accelerator.device)
-    core = model.to(accelerator.device)
-    model = accelerator.prepare_model(model)  # DDP across processes; the model itself on one
     params = [p for p in core.parameters() if p.requires_grad] + extra
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     world, rank, accumulate = accelerator.num_processes, accelerator.process_index, cfg.gradient_accumulation_steps
-    batches = -(-len(train_set.labels) // cfg.batch_size)
-    mine = batches // world if world > 1 else batches  # each process's share; the remainder is dropped
-    steps_per_epoch = -(-mine // accumulate)
-    total = steps_per_epoch * cfg.epochs
-    if world > 1 or accumulate > 1:
-        log(f"{desc}: {world} process(es) x {accumulate} accumulated batch(es) of {cfg.batch_size}: "
-            f"{world * accumulate * cfg.batch_size} texts per optimizer step")
-    if cfg.max_steps is not None and cfg.max_steps < total:
-        total = cfg.max_steps
-        log(f"{desc}: max_steps {total} stops training after {total / steps_per_epoch:.1f} of {cfg.epochs} epochs")
-    warmup = int(total * cfg.warmup_ratio)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-    )
+    share, total = _budget(len(train_set.labels), cfg, world, desc)
+    schedule = _linear_schedule(optimizer, total, cfg.warmup_ratio)
 
     def score() -> tuple:
         m = evaluate(core, val_set, pad_id, input_names, num_labels)
@@ -217,7 +192,7 @@ def train(
             state.epoch += 1
             model.train()
             epoch_batches = length_grouped_batches(lengths, cfg.batch_size, rng)
-            shard = epoch_batches[rank : world * mine : world]
+            shard = epoch_batches[rank : world * share : world]
             for start in range(0, len(shard), accumulate):
                 if state.step == total:  # max_steps reached mid-epoch: validate what was trained so far
                     break
@@ -244,6 +219,52 @@ def train(
     core.load_state_dict(best_state)
     return TrainResult(best_epoch=state.best_epoch, epochs_run=state.epoch, steps=state.step,
                        validation=state.best_metrics, processes=world, resumed_from=resumed_from)
+
+
+def _prepare(model, cfg: TrainingConfig, device: torch.device, desc: str):
+    """The accelerator, the model it wraps (DDP across processes; the model itself in one), the model, and the
+    autocast precision. Freezing comes first: DDP syncs only the parameters that train."""
+    from accelerate import Accelerator
+
+    # Mixed precision stays edgetune's own autocast: accelerate's would patch the model's forward for evaluation
+    # too (edgetune evaluates in fp32), and its process-wide state cannot change precision between stages.
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+    if cfg.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    freeze_lower_layers(model, cfg.freeze_layers)
+    precision = resolve_precision(cfg.precision, accelerator.device)
+    if precision != "fp32":
+        log(f"{desc}: {precision} autocast on {accelerator.device.type}")
+    core = model.to(accelerator.device)
+    return accelerator, accelerator.prepare_model(core), core, precision
+
+
+def _budget(examples: int, cfg: TrainingConfig, world: int, desc: str) -> tuple[int, int]:
+    """Batches each process trains on per epoch, and the optimizer steps of the whole run."""
+    from edgetune.errors import BadInput
+
+    batches = -(-examples // cfg.batch_size)
+    share = batches // world if world > 1 else batches  # the remainder (< world batches an epoch) is dropped
+    if share == 0:
+        raise BadInput(f"{desc}: {batches} batch(es) of {cfg.batch_size} an epoch cannot be shared by {world} "
+                       "processes; run fewer processes or lower batch_size")
+    accumulate = cfg.gradient_accumulation_steps
+    steps_per_epoch = -(-share // accumulate)
+    total = steps_per_epoch * cfg.epochs
+    if world > 1 or accumulate > 1:
+        log(f"{desc}: {world} process(es) x {accumulate} accumulated batch(es) of {cfg.batch_size}: "
+            f"{world * accumulate * cfg.batch_size} texts per optimizer step")
+    if cfg.max_steps is not None and cfg.max_steps < total:
+        total = cfg.max_steps
+        log(f"{desc}: max_steps {total} stops training after {total / steps_per_epoch:.1f} of {cfg.epochs} epochs")
+    return share, total
+
+
+def _linear_schedule(optimizer, total: int, warmup_ratio: float):
+    warmup = int(total * warmup_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+    )
 
 
 def _finished(state, cfg: TrainingConfig, total: int) -> bool:
