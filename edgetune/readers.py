@@ -131,7 +131,8 @@ def hub_splits(dataset: str, config: str | None) -> tuple[str, ...]:
 
 
 def hub_fingerprint(dataset: str, config: str | None) -> str:
-    """What identifies the cached copy's content: the datasets library's fingerprints of its splits."""
+    """What identifies the cached copy's content: the datasets library's fingerprints of its splits (a hash of
+    the files it was built from, which `datasets` keeps on each split and uses for its own cache)."""
     loaded = _load(dataset, config)
     return json.dumps({split: loaded[split]._fingerprint for split in sorted(loaded)})
 
@@ -151,7 +152,7 @@ def _load(dataset: str, config: str | None):
     """Loaded once per process: fingerprinting, the preflight and each stage read the same dataset."""
     if (dataset, config) in _LOADED:
         return _LOADED[(dataset, config)]
-    require("datasets", f"--data {dataset}: a Hugging Face dataset")
+    require("datasets", f"dataset {dataset}: a Hugging Face dataset")
     import datasets
     import huggingface_hub.constants
 
@@ -173,7 +174,8 @@ def _load(dataset: str, config: str | None):
                 "then used offline), or save its splits as train/test .csv, .jsonl or .parquet files in a folder "
                 "and pass that folder") if offline else \
             "check the dataset id (and data.dataset_config for datasets with several configurations)"
-        raise BadInput(f"--data {dataset}: cannot load this dataset ({str(err).splitlines()[0][:200]}); {hint}") from None
+        reason, where = str(err).splitlines()[0][:200], "" if local else "no folder of that name here, and "
+        raise BadInput(f"dataset {dataset}: {where}`datasets` cannot load it ({reason}); {hint}") from None
     finally:
         datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = flags
     _LOADED[(dataset, config)] = loaded

@@ -63,7 +63,7 @@ def test_a_teacher_killed_mid_training_resumes_from_its_checkpoint(make_recipe, 
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_tiny_teacher_under_accelerate_launch(make_recipe, tmp_path):
+def test_two_processes_build_the_tiny_recipe_under_accelerate_launch(make_recipe, tmp_path):
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     assert launcher, "accelerate's launcher is installed with accelerate"
     # fp32 and a higher rate: the tiny random model learns in a few epochs (bf16 autocast on such a host is slower to).
@@ -72,7 +72,7 @@ def test_two_processes_train_the_tiny_teacher_under_accelerate_launch(make_recip
     out = tmp_path / "out"
     # --multi_gpu is accelerate's torchrun launcher; without a GPU each process trains on the CPU (gloo).
     command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "edgetune", "teacher",
+               "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "edgetune", "build",
                "--target", "rpi5", "--recipe", str(recipe), "--out", str(out)]
     done = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -82,3 +82,5 @@ def test_two_processes_train_the_tiny_teacher_under_accelerate_launch(make_recip
     assert (metrics["processes"], metrics["steps"]) == (2.0, 48.0)
     assert metrics["validation_accuracy"] > 0.075  # 20 labels: chance is 0.05
     assert not list((out / "cache").glob(".tmp-*"))  # the other process published nothing
+    assert (out / "rpi5" / "bundle" / "model.onnx").is_file()  # export, quantize and bench ran once, on the main
+    assert (done.stdout + done.stderr).count("bench: latency, size and accuracy") == 1
