@@ -43,12 +43,13 @@ class Progress:
     stale: int = 0  # epochs since validation last improved
 
 
-def save(folder: Path, *, desc: str, model, extra_params, optimizer, schedule, rng: random.Random,
+def save(folder: Path, *, desc: str, processes: int, model, extra_params, optimizer, schedule, rng: random.Random,
          progress: Progress, best_state: dict) -> None:
     """Everything the next epoch depends on; the best weights only when they are not the current ones."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {
         "desc": desc,
+        "processes": processes,  # the batches each process trained on depend on how many there were
         "model": _trained_part(model, model.state_dict()),
         "extra": [p.detach().cpu() for p in extra_params],
         "optimizer": optimizer.state_dict(),
@@ -63,12 +64,21 @@ def save(folder: Path, *, desc: str, model, extra_params, optimizer, schedule, r
     os.replace(tmp, folder / CHECKPOINT)  # a kill mid-write leaves the previous epoch's checkpoint whole
 
 
-def load(folder: Path | None, desc: str) -> dict | None:
+def load(folder: Path | None, desc: str, processes: int) -> dict | None:
+    """The checkpoint of this training (`desc`) with as many processes, or None: start afresh."""
     path = folder / CHECKPOINT if folder is not None else None
     if path is None or not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return state if state.get("desc") == desc else None
+    if state.get("desc") != desc:
+        return None
+    if state.get("processes") != processes:
+        from edgetune.console import log
+
+        log(f"{desc}: the checkpoint in {folder} was trained by {state.get('processes')} process(es), this run has "
+            f"{processes}: starting afresh")
+        return None
+    return state
 
 
 def restore(state: dict, *, model, extra_params, optimizer, schedule, rng: random.Random) -> tuple[Progress, dict]:

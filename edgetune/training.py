@@ -171,7 +171,7 @@ def train(
         return (m["accuracy"], m["macro_f1"]), m
 
     state, best_state = checkpoints_module.Progress(), None
-    saved = checkpoints_module.load(checkpoints, desc)
+    saved = checkpoints_module.load(checkpoints, desc, accelerator.num_processes)
     if saved is not None:
         state, best_state = checkpoints_module.restore(saved, model=core, extra_params=extra, optimizer=optimizer,
                                                        schedule=schedule, rng=rng)
@@ -211,8 +211,9 @@ def train(
             due = time.monotonic() - last_saved >= checkpoints_module.min_seconds()
             if checkpoints is not None and due and accelerator.is_main_process and not _finished(state, cfg, total):
                 last_saved = time.monotonic()
-                checkpoints_module.save(checkpoints, desc=desc, model=core, extra_params=extra, optimizer=optimizer,
-                                        schedule=schedule, rng=rng, progress=state, best_state=best_state)
+                checkpoints_module.save(checkpoints, desc=desc, processes=world, model=core, extra_params=extra,
+                                        optimizer=optimizer, schedule=schedule, rng=rng, progress=state,
+                                        best_state=best_state)
             accelerator.wait_for_everyone()
             if state.stale >= cfg.patience and state.step < total and state.epoch < cfg.epochs:
                 log(f"{desc}: early stop after epoch {state.epoch} (no improvement for {cfg.patience} epochs)")
