@@ -155,7 +155,8 @@ def preflight(recipe: Recipe, target: Target) -> None:
     data = load_dataset(recipe.data, recipe.seed)
     if target.batch_size > len(data.test.texts):
         raise BadInput(f"{target.source}: batch_size {target.batch_size} is larger than the test split "
-                       f"({len(data.test.texts)} texts in {split_source(recipe.data, 'test')}); lower batch_size or add test data")
+                       f"({len(data.test.texts)} texts in {split_source(recipe.data, 'test')}); lower batch_size "
+                       "or add test data")
     check_model_reference(recipe.teacher.model, "teacher.model")
     config = offline_config(recipe.teacher.model)
     if config and "num_hidden_layers" in config:

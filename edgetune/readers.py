@@ -51,7 +51,8 @@ def read_jsonl_table(path: Path) -> Table:
                 try:
                     row = json.loads(raw)
                 except ValueError as err:
-                    raise BadInput(f"{path}:{line}: not valid JSON ({err}); JSON Lines has one object per line") from None
+                    raise BadInput(f"{path}:{line}: not valid JSON ({err}); JSON Lines has one object per line"
+                                   ) from None
                 if not isinstance(row, dict):
                     raise BadInput(f"{path}:{line}: a JSON {type(row).__name__}, not an object; "
                                    "write one object per line, e.g. {\"text\": ..., \"label\": ...}")

@@ -290,7 +290,8 @@ def _check_values(recipe: Recipe) -> None:
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise BadInput(f"{src}: {name}.epochs and {name}.batch_size must be >= 1")
         if cfg.gradient_accumulation_steps < 1:
-            raise BadInput(f"{src}: {name}.gradient_accumulation_steps = {cfg.gradient_accumulation_steps} must be >= 1")
+            raise BadInput(f"{src}: {name}.gradient_accumulation_steps = {cfg.gradient_accumulation_steps} "
+                           "must be >= 1")
         if cfg.freeze_layers < 0:
             raise BadInput(f"{src}: {name}.freeze_layers = {cfg.freeze_layers} must be >= 0")
         if cfg.max_steps is not None and cfg.max_steps < 1:

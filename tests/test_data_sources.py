@@ -180,7 +180,8 @@ def test_a_broken_json_line_is_located(tmp_path):
 
 
 def test_a_text_without_a_label_is_located(tmp_path):
-    train = write_jsonl(tmp_path / "train.jsonl", [{"utterance": "on", "intent": "a"}, {"utterance": "off", "intent": None}])
+    rows = [{"utterance": "on", "intent": "a"}, {"utterance": "off", "intent": None}]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
     cfg = DataConfig(train=str(train), test=str(train), text_column="utterance", label_column="intent")
     with pytest.raises(BadInput, match=r"train.jsonl: data row 2 has text but an empty 'intent'"):
         load_dataset(cfg, seed=0)

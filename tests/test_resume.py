@@ -71,8 +71,8 @@ def test_two_processes_build_the_tiny_recipe_under_accelerate_launch(make_recipe
                           "teacher.precision": "fp32"})
     out = tmp_path / "out"
     # --multi_gpu is accelerate's torchrun launcher; without a GPU each process trains on the CPU (gloo).
-    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "edgetune", "build",
+    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "edgetune", "build",
                "--target", "rpi5", "--recipe", str(recipe), "--out", str(out)]
     done = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
