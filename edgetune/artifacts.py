@@ -15,6 +15,7 @@ from edgetune.runtime import file_sha256
 
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".tmp-"
+RESUME_PREFIX = ".resume-"  # a stage's training checkpoints (edgetune/checkpoints.py), kept until it is published
 
 
 def require_bundle(bundle: Path, target_name: str, texts: list[str], use: str) -> Path:
@@ -115,6 +116,13 @@ def publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(final.parent / f"{RESUME_PREFIX}{final.name}", ignore_errors=True)
+
+
+def resume_dir(staging: Path) -> Path | None:
+    """The checkpoint folder of the stage being built in `staging` (None outside a staging folder)."""
+    parts = staging.name[len(STAGING_PREFIX):].split("-", 2) if staging.name.startswith(STAGING_PREFIX) else []
+    return staging.parent / f"{RESUME_PREFIX}{parts[2]}" if len(parts) == 3 else None
 
 
 def remove_stale_staging(root: Path) -> None:

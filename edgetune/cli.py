@@ -53,7 +53,7 @@ def show_traceback() -> None:
 def build_options(fn):
     @click.option("--target", "-t", required=True, help="Target name (see `edgetune targets`) or a path to a YAML profile.")
     @click.option("--recipe", "-r", type=click.Path(path_type=Path), help="Recipe YAML, or a packaged recipe: default (smart-home, fast) or accuracy (MPNet teacher).")
-    @click.option("--data", type=click.Path(path_type=Path), help="Folder with train.csv, test.csv [, validation.csv] (text,label).")
+    @click.option("--data", type=click.Path(path_type=Path), help="Folder with train, test [, validation] .csv/.jsonl/.parquet files, or a Hugging Face datasets id.")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. quantize.method=int4.")
     @click.option("--out", type=click.Path(path_type=Path), default=Path("edgetune-out"), show_default=True, help="Output and cache folder.")
     @click.option("--force", type=click.Choice(STAGE_NAMES), help="Rebuild from this stage on, ignoring the cache.")

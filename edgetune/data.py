@@ -1,14 +1,15 @@
-"""Labeled text data: CSV splits (text,label), label maps, tokenization, padded batches."""
+"""Labeled text data: splits from files or a Hugging Face dataset (edgetune/readers.py reads them), label maps,
+tokenization, padded batches."""
 
 from __future__ import annotations
 
 import copy
-import csv
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgetune.errors import BadInput
+from edgetune.readers import SPLITS, Table, read_table
 from edgetune.recipe import DataConfig
 from edgetune.runtime import file_sha256
 
@@ -28,66 +29,82 @@ class Dataset:
     validation_carved: bool  # True when validation was split off train
 
 
-def read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a UTF-8 CSV that must have `columns`; every problem is a BadInput naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"{path}: file not found")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's "CSV UTF-8" starts with a BOM
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            missing = [c for c in columns if c not in header]
-            if missing:
-                raise BadInput(
-                    f"{path}: missing column(s) {', '.join(missing)}; the header must name "
-                    f"{','.join(columns)} (found: {','.join(header) or 'no header'})"
-                )
-            rows = []
-            for line, row in enumerate(reader, start=2):
-                if any(row.get(c) is None for c in columns):
-                    raise BadInput(f"{path}:{line}: row has fewer fields than the header; fix the quoting")
-                rows.append(row)
-    except UnicodeDecodeError as err:
-        raise BadInput(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 CSV") from None
-    except csv.Error as err:
-        raise BadInput(f"{path}: not a valid CSV ({err})") from None
-    rows = [r for r in rows if r[columns[0]].strip()]
-    if "label" in columns:
-        blank = next((i for i, r in enumerate(rows, start=2) if not r["label"].strip()), None)
-        if blank is not None:
-            raise BadInput(f"{path}: a row (around line {blank}) has text but an empty label; label it or remove it")
+def read_rows(path: str | Path, columns: tuple[str, ...], keys: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """Rows of a .csv, .jsonl or .parquet file that must have `columns` (named by the recipe `keys`, if any)."""
+    return table_rows(read_table(path), columns, keys)
+
+
+def table_rows(table: Table, columns: tuple[str, ...], keys: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """The `columns` of each row as text; rows without text are dropped, a text without a label is an error."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        named = [k for c, k in zip(columns, keys) if c in missing]
+        fix = (f"set {' and '.join(named)} to the column(s) holding them" if named
+               else f"the header must name {','.join(columns)}")
+        raise BadInput(f"{table.source}: missing column(s) {', '.join(missing)}; {fix} "
+                       f"(found: {','.join(table.columns) or 'no header'})")
+    rows = []
+    for number, row in enumerate(table.rows, start=1):
+        cells = {c: _cell(row.get(c)) for c in columns}
+        if not cells[columns[0]].strip():
+            continue
+        if len(columns) > 1 and not cells[columns[1]].strip():
+            raise BadInput(f"{table.source}: data row {number} has text but an empty {columns[1]!r}; "
+                           "label it or remove it")
+        rows.append(cells)
     if not rows:
-        raise BadInput(f"{path}: no rows with text; add examples under the header {','.join(columns)}")
+        raise BadInput(f"{table.source}: no rows with text; add examples with the column(s) {','.join(columns)}")
     return rows
 
 
+def _cell(value) -> str:
+    """A cell as text: JSON and Parquet hold numbers and nulls where CSV holds strings."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a label column of 1.0, 2.0 (pandas writes int labels with nulls as floats)
+    return value if isinstance(value, str) else str(value)
+
+
+def _split_table(cfg: DataConfig, split: str) -> Table | None:
+    if cfg.dataset:
+        from edgetune.readers import hub_splits, hub_table
+
+        present = split in hub_splits(cfg.dataset, cfg.dataset_config)
+        return hub_table(cfg.dataset, cfg.dataset_config, split) if present or split != "validation" else None
+    path = getattr(cfg, split)
+    return read_table(path) if path else None
+
+
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
-    train_rows = read_csv(Path(cfg.train), ("text", "label"))
-    test_rows = read_csv(Path(cfg.test), ("text", "label"))
-    label_names = tuple(sorted({r["label"].strip() for r in train_rows}))
+    columns, keys = (cfg.text_column, cfg.label_column), ("data.text_column", "data.label_column")
+    tables = {split: _split_table(cfg, split) for split in SPLITS}
+    rows = {split: table_rows(table, columns, keys) for split, table in tables.items() if table is not None}
+    label_names = tuple(sorted({label.strip() for _, label in _texts_and_labels(rows["train"], cfg)}))
     if len(label_names) < 2:
-        raise BadInput(f"{cfg.train}: needs at least two distinct labels, found {list(label_names)}")
+        raise BadInput(f"{tables['train'].source}: needs at least two distinct labels in column "
+                       f"{cfg.label_column!r}, found {list(label_names)}")
     index = {name: i for i, name in enumerate(label_names)}
 
-    def to_split(rows: list[dict], path: str) -> Split:
-        unseen = sorted({r["label"].strip() for r in rows} - set(index))
+    def to_split(split: str) -> Split:
+        examples = _texts_and_labels(rows[split], cfg)
+        unseen = sorted({label.strip() for _, label in examples} - set(index))
         if unseen:
             raise BadInput(
-                f"{path}: label(s) {', '.join(unseen[:5])} do not occur in {cfg.train}; "
+                f"{tables[split].source}: label(s) {', '.join(unseen[:5])} do not occur in {tables['train'].source}; "
                 "add training examples for them or remove those rows"
             )
-        return Split(tuple(r["text"].strip() for r in rows), tuple(index[r["label"].strip()] for r in rows))
+        return Split(tuple(t.strip() for t, _ in examples), tuple(index[label.strip()] for _, label in examples))
 
-    train = to_split(train_rows, cfg.train)
-    test = to_split(test_rows, cfg.test)
-    if cfg.validation:
-        validation = to_split(read_csv(Path(cfg.validation), ("text", "label")), cfg.validation)
-        carved = False
-    else:
-        train, validation = _carve(train, cfg.validation_fraction, seed)
-        carved = True
-    return Dataset(label_names, train, validation, test, carved)
+    train, test = to_split("train"), to_split("test")
+    if "validation" in rows:
+        return Dataset(label_names, train, to_split("validation"), test, False)
+    train, validation = _carve(train, cfg.validation_fraction, seed)
+    return Dataset(label_names, train, validation, test, True)
+
+
+def _texts_and_labels(rows: list[dict[str, str]], cfg: DataConfig) -> list[tuple[str, str]]:
+    return [(r[cfg.text_column], r[cfg.label_column]) for r in rows]
 
 
 def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
@@ -108,7 +125,21 @@ def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 
 
 def read_calibration_texts(path: Path) -> list[str]:
-    return [r["text"].strip() for r in read_csv(path, ("text",))]
+    return [r["text"].strip() for r in read_rows(path, ("text",))]
+
+
+def split_source(cfg: DataConfig, split: str) -> str:
+    """Where a split comes from, for messages: its file, or the dataset's split."""
+    return f"dataset {cfg.dataset} split {split}" if cfg.dataset else str(getattr(cfg, split))
+
+
+def dataset_digest(cfg: DataConfig) -> str | None:
+    """Content identity of a Hugging Face dataset the recipe reads (files are hashed as files)."""
+    if cfg.dataset is None:
+        return None
+    from edgetune.readers import hub_fingerprint
+
+    return hub_fingerprint(cfg.dataset, cfg.dataset_config)
 
 
 def file_digest(path: str | Path | None) -> str | None:

@@ -308,30 +308,34 @@ def verify_texts(bundle: Path, inputs: Path | None, recipe_path: Path | None, da
                  overrides: tuple[str, ...]) -> tuple[list[str], list[int] | None, str]:
     """The texts to verify on: --inputs CSV, else the recipe/--data test split (as build reads it), else the
     test split the bundle's manifest names, else the default recipe's."""
-    from edgetune.data import read_csv
+    from edgetune.data import table_rows
+    from edgetune.readers import read_table
 
     labels = json.loads((bundle / "labels.json").read_text())
-    path = None
+    path, columns = None, ("text", "label")
     if inputs is not None:
         path = Path(inputs)
     elif recipe_path is not None or data is not None or overrides:
         from edgetune.recipe import load_recipe
 
-        path = Path(load_recipe(recipe_path, overrides=tuple(overrides), data_dir=data).data.test)
+        data_cfg = load_recipe(recipe_path, overrides=tuple(overrides), data_dir=data).data
+        path, columns = Path(data_cfg.test), (data_cfg.text_column, data_cfg.label_column)
     else:
         manifest = artifacts.read_manifest(bundle) or {}
-        named = manifest.get("material", {}).get("config", {}).get("data", {}).get("test")
-        if named and Path(named).is_file():
-            path = Path(named)
+        named = manifest.get("material", {}).get("config", {}).get("data", {})
+        if named.get("test") and Path(named["test"]).is_file():
+            path = Path(named["test"])
+            columns = (named.get("text_column", "text"), named.get("label_column", "label"))
         else:
             from edgetune.recipe import load_recipe
 
             path = Path(load_recipe().data.test)
-    rows = read_csv(path, ("text",))
-    texts = [r["text"].strip() for r in rows]
+    table = read_table(path)
+    rows = table_rows(table, columns if columns[1] in table.columns else columns[:1])
+    texts = [r[columns[0]].strip() for r in rows]
     truth = None
-    if rows and "label" in rows[0] and all(r["label"].strip() in labels for r in rows):
-        truth = [labels.index(r["label"].strip()) for r in rows]
+    if rows and columns[1] in rows[0] and all(r[columns[1]].strip() in labels for r in rows):
+        truth = [labels.index(r[columns[1]].strip()) for r in rows]
     return texts, truth, str(path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgetune import artifacts, oserrors, outdir
+from edgetune import artifacts, distributed, oserrors, outdir
 from edgetune.console import console, log, quiet_libraries
-from edgetune.data import file_digest, load_dataset
+from edgetune.data import dataset_digest, file_digest, load_dataset, split_source
 from edgetune.errors import BadInput
 from edgetune.models import check_layer_map, check_model_reference, model_fingerprint, offline_config
 from edgetune.recipe import Recipe
@@ -137,6 +138,7 @@ def fingerprints(recipe: Recipe, target: Target) -> dict[str, dict]:
             "target": target_slice(target, s.target_fields),
             "upstream": {u: keys[u] for u in s.upstream},
             "files": {k: file_digest(v) for k, v in s.files(recipe).items()},
+            "dataset": dataset_digest(recipe.data) if "data" in s.sections else None,
             "model": model if s.name == "teacher" else None,
             "libraries": libs,
         }
@@ -154,7 +156,8 @@ def preflight(recipe: Recipe, target: Target) -> None:
     data = load_dataset(recipe.data, recipe.seed)
     if target.batch_size > len(data.test.texts):
         raise BadInput(f"{target.source}: batch_size {target.batch_size} is larger than the test split "
-                       f"({len(data.test.texts)} texts in {recipe.data.test}); lower batch_size or add test data")
+                       f"({len(data.test.texts)} texts in {split_source(recipe.data, 'test')}); lower batch_size "
+                       "or add test data")
     check_model_reference(recipe.teacher.model, "teacher.model")
     config = offline_config(recipe.teacher.model)
     if config and "num_hidden_layers" in config:
@@ -216,18 +219,30 @@ def run(
     if force is not None and force not in ancestors(until):
         raise BadInput(f"--force {force}: `edgetune {until}` does not run {force} (it runs "
                        f"{', '.join(ancestors(until))}); force one of those, or run `edgetune build --force {force}`")
+    distributed.quiet_unless_main()
     preflight(recipe, target)
     out_root = Path(out_root)
     prints = fingerprints(recipe, target)
     forced = set(descendants(force)) if force else set()
     folders: dict[str, Path] = {}
     outcomes = []
-    with outdir.locked(out_root, wait=wait):
-        artifacts.remove_stale_staging(out_root)
+    # One build per --out at a time; under accelerate launch the main process holds the lock for all of them.
+    lock = outdir.locked(out_root, wait=wait) if distributed.is_main() else contextlib.nullcontext()
+    with lock:
+        if distributed.is_main():
+            artifacts.remove_stale_staging(out_root)
+        # Decided before anything is built: under accelerate launch, every process then builds the same stages.
+        plan = {name: _reuse(stage(name), prints[name]["key"], out_root, target, forced=name in forced,
+                             measure=measure) for name in ancestors(until)}
+        distributed.wait_for_everyone()
         for s in (stage(name) for name in ancestors(until)):
-            outcome = _reuse(s, prints[s.name]["key"], out_root, target, forced=s.name in forced, measure=measure)
-            if outcome is None:
+            outcome = plan[s.name]
+            if outcome is None and distributed.runs_stage(s.name):
                 outcome = _build(s, recipe, target, out_root, prints[s.name], StageInputs(s.name, folders))
+            if plan[s.name] is None and distributed.processes() > 1:
+                distributed.wait_for_everyone()  # the main process has published the stage
+                folder = cache_dir(out_root, s.name, prints[s.name]["key"]) if s.cacheable else out_root / target.name
+                outcome = outcome or Outcome(s.name, "built", 0.0, folder, {})
             folders[s.name] = outcome.folder
             outcomes.append(outcome)
     return outcomes
@@ -280,5 +295,6 @@ def _build(s: Stage, recipe: Recipe, target: Target, out_root: Path, fingerprint
         manifest["files"] = artifacts.folder_hashes(manifest_dir)
         manifest["sizes"] = artifacts.folder_sizes(manifest_dir)
         artifacts.write_json(manifest_dir / artifacts.MANIFEST, manifest)  # last: marks the entry complete
-        artifacts.publish(tmp, folder)
+        if distributed.is_main():
+            artifacts.publish(tmp, folder)
     return Outcome(s.name, "measured" if not s.cacheable else "built", seconds, folder, metrics)

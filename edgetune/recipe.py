@@ -15,9 +15,15 @@ DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "default.yaml"
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: str
-    test: str
+    # Files (.csv, .jsonl or .parquet: edgetune/readers.py), or `dataset`: a Hugging Face datasets id whose
+    # train/validation/test splits are read instead.
+    train: str | None = None
+    test: str | None = None
     validation: str | None = None  # carved from train (fixed seed) when absent
+    dataset: str | None = None
+    dataset_config: str | None = None  # the dataset's configuration (subset) name, for datasets with several
+    text_column: str = "text"
+    label_column: str = "label"
     # Tokens; longer texts are truncated. auto: the shortest multiple of 8 that keeps 99% of the training texts'
     # tokens (edgetune/data.py, sequence_length), resolved by each stage for the tokenizer it uses.
     max_length: int | Literal["auto"] = "auto"
@@ -44,6 +50,9 @@ class TrainingConfig:
     # auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX),
     # else fp32. Weights and optimizer state stay fp32 either way.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Batches whose gradients add up before each optimizer step: an effective batch of batch_size x this (x the
+    # processes under `accelerate launch`) in the memory of one batch.
+    gradient_accumulation_steps: int = 1
 
 
 # Section defaults are the default recipe's (edgetune/recipes/default.yaml): a recipe that omits a key gets what the
@@ -175,18 +184,7 @@ def load_recipe(path: Path | None = None, *, overrides: tuple[str, ...] = (), da
     base = path.parent
     overridden = {a.split("=", 1)[0].strip() for a in overrides}
     if data_dir is not None:
-        data_dir = Path(data_dir)
-        if not data_dir.is_dir():
-            raise BadInput(f"--data {data_dir}: not a folder; give a folder with train.csv and test.csv")
-        section = dict(raw.get("data") or {})
-        for split in ("train", "test", "validation"):
-            section.pop(split, None)
-            if (data_dir / f"{split}.csv").exists():
-                section[split] = str((data_dir / f"{split}.csv").resolve())
-        for split in ("train", "test"):
-            if split not in section:
-                raise BadInput(f"--data {data_dir}: missing {split}.csv (columns text,label)")
-        raw["data"] = section
+        raw["data"] = data_section(dict(raw.get("data") or {}), str(data_dir))
     source = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
     recipe = schema.build(Recipe, raw, source=source)
     data = recipe.data
@@ -209,8 +207,34 @@ def load_recipe(path: Path | None = None, *, overrides: tuple[str, ...] = (), da
     return recipe
 
 
+def data_section(section: dict, data: str) -> dict:
+    """The recipe's data section with `--data` in place of its splits: a folder of split files (train.csv,
+    train.jsonl or train.parquet, ...) or, when no such folder exists, a Hugging Face datasets id."""
+    from edgetune.readers import SPLITS, split_files
+
+    for key in (*SPLITS, "dataset", "dataset_config"):
+        section.pop(key, None)
+    folder = Path(data)
+    if folder.is_dir():
+        return section | split_files(folder)
+    if folder.exists() or data.startswith((".", "/", "~")) or data.count("/") > 1 or not data.strip():
+        raise BadInput(f"--data {data}: not a folder; give a folder with train and test files "
+                       "(.csv, .jsonl or .parquet) or a Hugging Face datasets id such as PolyAI/banking77")
+    return section | {"dataset": data}
+
+
 def _check_values(recipe: Recipe) -> None:
     src = recipe.source
+    data = recipe.data
+    if data.dataset is None and (data.train is None or data.test is None):
+        key = "data.train" if data.train is None else "data.test"
+        raise BadInput(f"{src}: missing required key '{key}' (a .csv, .jsonl or .parquet file); or read a Hugging "
+                       "Face dataset's splits with data.dataset")
+    if data.dataset is not None and (data.train or data.test or data.validation):
+        raise BadInput(f"{src}: data.dataset ({data.dataset}) and data files (data.train/test/validation) both "
+                       "given; keep one source of data")
+    if not data.text_column or not data.label_column or data.text_column == data.label_column:
+        raise BadInput(f"{src}: data.text_column and data.label_column must name two different columns")
     if not recipe.distill.layers:
         raise BadInput(f"{src}: distill.layers is empty; list the teacher layers to keep, e.g. [0, 5]")
     if len(set(recipe.distill.layers)) != len(recipe.distill.layers):
@@ -265,6 +289,9 @@ def _check_values(recipe: Recipe) -> None:
         cfg = getattr(recipe, name)
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise BadInput(f"{src}: {name}.epochs and {name}.batch_size must be >= 1")
+        if cfg.gradient_accumulation_steps < 1:
+            raise BadInput(f"{src}: {name}.gradient_accumulation_steps = {cfg.gradient_accumulation_steps} "
+                           "must be >= 1")
         if cfg.freeze_layers < 0:
             raise BadInput(f"{src}: {name}.freeze_layers = {cfg.freeze_layers} must be >= 0")
         if cfg.max_steps is not None and cfg.max_steps < 1:

@@ -1,23 +1,26 @@
-"""One training loop for teacher, student and LoRA: length-grouped batches, linear schedule, early stopping."""
+"""One training loop for teacher, student and LoRA, run through accelerate: length-grouped batches, gradient
+accumulation, linear schedule, early stopping, a checkpoint per epoch to resume from."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from edgetune import checkpoints as checkpoints_module
 from edgetune.console import progress, log
 from edgetune.data import Encoded, length_grouped_batches, pad_batch
 from edgetune.metrics import classification_scores
 from edgetune.models import LAYER_PARAM
 from edgetune.recipe import TrainingConfig
-
-
 
 
 def seed_everything(seed: int) -> None:
@@ -123,6 +126,8 @@ class TrainResult:
     epochs_run: int
     steps: int  # optimizer steps taken
     validation: dict[str, float]
+    processes: int = 1
+    resumed_from: int = 0  # the epoch whose checkpoint training resumed after (0: started afresh)
 
 
 def train(
@@ -140,70 +145,152 @@ def train(
     evaluate_start: bool = False,
     device: torch.device | None = None,
     extra_params: list | None = None,
+    checkpoints: Path | None = None,
 ) -> TrainResult:
     """Train in place; on return `model` holds the weights of the best validation epoch.
 
-    `extra_params`: trained with the model but not part of it (e.g. a hidden-state projection).
+    accelerate places the model and, under `accelerate launch`/torchrun, wraps it for data-parallel training
+    (each process trains on its share of each epoch's batches; every process validates the whole split, so all
+    stop at the same epoch). `extra_params`: trained with the model but not part of it (e.g. a hidden-state
+    projection). `checkpoints`: a folder where each epoch's state is saved, and from which training resumes.
     """
     rng = random.Random(seed)
-    device = device or torch.device("cpu")
-    model.to(device)
+    accelerator, model, core, precision = _prepare(model, cfg, device or torch.device("cpu"), desc)
+    extra = list(extra_params or [])
+    for param in extra:
+        param.data = param.data.to(accelerator.device)
+    params = [p for p in core.parameters() if p.requires_grad] + extra
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    world, rank, accumulate = accelerator.num_processes, accelerator.process_index, cfg.gradient_accumulation_steps
+    share, total = _budget(len(train_set.labels), cfg, world, desc)
+    schedule = _linear_schedule(optimizer, total, cfg.warmup_ratio)
+
+    def score() -> tuple:
+        m = evaluate(core, val_set, pad_id, input_names, num_labels)
+        return (m["accuracy"], m["macro_f1"]), m
+
+    state, best_state = checkpoints_module.Progress(), None
+    saved = checkpoints_module.load(checkpoints, desc, accelerator.num_processes)
+    if saved is not None:
+        state, best_state = checkpoints_module.restore(saved, model=core, extra_params=extra, optimizer=optimizer,
+                                                       schedule=schedule, rng=rng)
+        log(f"{desc}: resuming after epoch {state.epoch} (step {state.step}) from its checkpoint")
+    elif evaluate_start:
+        state.best_key, state.best_metrics = score()
+    best_state = best_state or copy.deepcopy(core.state_dict())
+    resumed_from, last_saved = state.epoch, time.monotonic()
+    lengths = train_set.lengths()
+
+    def batch_of(ids):
+        batch = to_torch(pad_batch([train_set.input_ids[i] for i in ids], pad_id), input_names, accelerator.device)
+        return batch, torch.tensor([train_set.labels[i] for i in ids], device=accelerator.device)
+
+    with progress() as bar:
+        task = bar.add_task(desc, total=total, completed=state.step)
+        while not _finished(state, cfg, total):
+            state.epoch += 1
+            model.train()
+            epoch_batches = length_grouped_batches(lengths, cfg.batch_size, rng)
+            shard = epoch_batches[rank : world * share : world]
+            for start in range(0, len(shard), accumulate):
+                if state.step == total:  # max_steps reached mid-epoch: validate what was trained so far
+                    break
+                loss = _optimizer_step(accelerator, model, shard[start : start + accumulate], batch_of, loss_fn,
+                                       precision, scaler, optimizer, schedule, params, extra)
+                state.step += 1
+                bar.update(task, advance=1, description=f"{desc} epoch {state.epoch} loss {loss:.3f}")
+            key, metrics = score()
+            if key > state.best_key:
+                state.best_key, state.best_metrics, state.best_epoch, state.stale = key, metrics, state.epoch, 0
+                best_state = copy.deepcopy(core.state_dict())
+            else:
+                state.stale += 1
+            log(f"{desc} epoch {state.epoch}: validation accuracy {metrics['accuracy']:.4f} "
+                f"macro-F1 {metrics['macro_f1']:.4f}")
+            due = time.monotonic() - last_saved >= checkpoints_module.min_seconds()
+            if checkpoints is not None and due and accelerator.is_main_process and not _finished(state, cfg, total):
+                last_saved = time.monotonic()
+                checkpoints_module.save(checkpoints, desc=desc, processes=world, model=core, extra_params=extra,
+                                        optimizer=optimizer, schedule=schedule, rng=rng, progress=state,
+                                        best_state=best_state)
+            accelerator.wait_for_everyone()
+            if state.stale >= cfg.patience and state.step < total and state.epoch < cfg.epochs:
+                log(f"{desc}: early stop after epoch {state.epoch} (no improvement for {cfg.patience} epochs)")
+    core.load_state_dict(best_state)
+    return TrainResult(best_epoch=state.best_epoch, epochs_run=state.epoch, steps=state.step,
+                       validation=state.best_metrics, processes=world, resumed_from=resumed_from)
+
+
+def _prepare(model, cfg: TrainingConfig, device: torch.device, desc: str):
+    """The accelerator, the model it wraps (DDP across processes; the model itself in one), the model, and the
+    autocast precision. Freezing comes first: DDP syncs only the parameters that train."""
+    from accelerate import Accelerator
+
+    # Mixed precision stays edgetune's own autocast: accelerate's would patch the model's forward for evaluation
+    # too (edgetune evaluates in fp32), and its process-wide state cannot change precision between stages.
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
     if cfg.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     freeze_lower_layers(model, cfg.freeze_layers)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, accelerator.device)
     if precision != "fp32":
-        log(f"{desc}: {precision} autocast on {device.type}")
-    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(train_set.labels) // cfg.batch_size)
+        log(f"{desc}: {precision} autocast on {accelerator.device.type}")
+    core = model.to(accelerator.device)
+    return accelerator, accelerator.prepare_model(core), core, precision
+
+
+def _budget(examples: int, cfg: TrainingConfig, world: int, desc: str) -> tuple[int, int]:
+    """Batches each process trains on per epoch, and the optimizer steps of the whole run."""
+    from edgetune.errors import BadInput
+
+    batches = -(-examples // cfg.batch_size)
+    share = batches // world if world > 1 else batches  # the remainder (< world batches an epoch) is dropped
+    if share == 0:
+        raise BadInput(f"{desc}: {batches} batch(es) of {cfg.batch_size} an epoch cannot be shared by {world} "
+                       "processes; run fewer processes or lower batch_size")
+    accumulate = cfg.gradient_accumulation_steps
+    steps_per_epoch = -(-share // accumulate)
     total = steps_per_epoch * cfg.epochs
+    if world > 1 or accumulate > 1:
+        log(f"{desc}: {world} process(es) x {accumulate} accumulated batch(es) of {cfg.batch_size}: "
+            f"{world * accumulate * cfg.batch_size} texts per optimizer step")
     if cfg.max_steps is not None and cfg.max_steps < total:
         total = cfg.max_steps
         log(f"{desc}: max_steps {total} stops training after {total / steps_per_epoch:.1f} of {cfg.epochs} epochs")
-    warmup = int(total * cfg.warmup_ratio)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
+    return share, total
+
+
+def _linear_schedule(optimizer, total: int, warmup_ratio: float):
+    warmup = int(total * warmup_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
     )
 
-    def score() -> tuple:
-        m = evaluate(model, val_set, pad_id, input_names, num_labels)
-        return (m["accuracy"], m["macro_f1"]), m
 
-    best_key, best_metrics = score() if evaluate_start else ((-1.0, -1.0), {})
-    best_state, best_epoch, stale, epoch, step = copy.deepcopy(model.state_dict()), 0, 0, 0, 0
-    lengths = train_set.lengths()
-    with progress() as bar:
-        task = bar.add_task(desc, total=total)
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            for ids in length_grouped_batches(lengths, cfg.batch_size, rng):
-                if step == total:  # max_steps reached mid-epoch: validate what was trained so far
-                    break
-                step += 1
-                batch = to_torch(pad_batch([train_set.input_ids[i] for i in ids], pad_id), input_names, device)
-                labels = torch.tensor([train_set.labels[i] for i in ids], device=device)
-                with autocast(device, precision):
-                    loss = loss_fn(model, batch, labels, ids)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                scaler.step(optimizer)
-                scaler.update()
-                schedule.step()
-                bar.update(task, advance=1, description=f"{desc} epoch {epoch} loss {loss.item():.3f}")
-            key, metrics = score()
-            if key > best_key:
-                best_key, best_metrics, best_state, best_epoch, stale = key, metrics, copy.deepcopy(model.state_dict()), epoch, 0
-            else:
-                stale += 1
-            log(f"{desc} epoch {epoch}: validation accuracy {metrics['accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f}")
-            if step == total:
-                break
-            if stale >= cfg.patience:
-                log(f"{desc}: early stop after epoch {epoch} (no improvement for {cfg.patience} epochs)")
-                break
-    model.load_state_dict(best_state)
-    return TrainResult(best_epoch=best_epoch, epochs_run=epoch, steps=step, validation=best_metrics)
+def _finished(state, cfg: TrainingConfig, total: int) -> bool:
+    return state.epoch >= cfg.epochs or state.step >= total or state.stale >= cfg.patience
+
+
+def _optimizer_step(accelerator, model, group, batch_of, loss_fn, precision, scaler, optimizer, schedule,
+                    params, extra) -> float:
+    """One optimizer step over `group`'s batches (gradient accumulation); gradients sync across processes once,
+    on the last batch."""
+    device = accelerator.device
+    for i, ids in enumerate(group):
+        batch, labels = batch_of(ids)
+        with contextlib.nullcontext() if i == len(group) - 1 else accelerator.no_sync(model):
+            with autocast(device, precision):
+                loss = loss_fn(model, batch, labels, ids)
+            accelerator.backward(scaler.scale(loss / len(group)))
+    if extra and accelerator.num_processes > 1:  # not inside the DDP module: average their gradients here
+        for param in extra:
+            if param.grad is not None:
+                param.grad = accelerator.reduce(param.grad, reduction="mean")
+    scaler.unscale_(optimizer)
+    accelerator.clip_grad_norm_(params, 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from edgetune.data import length_grouped_batches, load_dataset, pad_batch, read_csv
+from edgetune.data import length_grouped_batches, load_dataset, pad_batch, read_rows
 from edgetune.errors import BadInput
 from edgetune.recipe import DataConfig
 from helpers import SMART_HOME, write_csv
@@ -49,27 +49,27 @@ def test_labels_and_texts_are_stripped(tmp_path):
 
 def test_crlf_line_endings_and_quoted_commas_are_read(tmp_path):
     path = write_csv(tmp_path / "train.csv", 'text,label\r\n"hey, lights on",lights_on\r\nlights off,lights_off\r\n')
-    rows = read_csv(path, ("text", "label"))
+    rows = read_rows(path, ("text", "label"))
     assert [(r["text"], r["label"]) for r in rows] == [("hey, lights on", "lights_on"), ("lights off", "lights_off")]
 
 
 def test_rows_without_text_are_dropped(tmp_path):
     path = write_csv(tmp_path / "train.csv", "text,label\n   ,lights_on\nlights off,lights_off\n")
-    assert [r["text"] for r in read_csv(path, ("text", "label"))] == ["lights off"]
+    assert [r["text"] for r in read_rows(path, ("text", "label"))] == ["lights off"]
 
 
 def test_csv_saved_with_a_utf8_byte_order_mark_is_read(tmp_path):
     """Excel's "CSV UTF-8" puts a BOM before the header: it is still a UTF-8 CSV with a `text` column."""
     path = tmp_path / "train.csv"
     path.write_bytes(b"\xef\xbb\xbf" + (SMART_HOME / "train.csv").read_bytes())
-    rows = read_csv(path, ("text", "label"))
+    rows = read_rows(path, ("text", "label"))
     assert len(rows) == 360 and rows[0]["text"] == "close the blinds in the hallway"
 
 
 def test_missing_column_message_names_file_and_header(tmp_path):
     path = write_csv(tmp_path / "train.csv", "sentence,label\nhi,a\n")
     with pytest.raises(BadInput) as err:
-        read_csv(path, ("text", "label"))
+        read_rows(path, ("text", "label"))
     assert str(path) in str(err.value) and "missing column(s) text" in str(err.value)
 
 

@@ -97,15 +97,16 @@ def check_comparable(base: Build, cand: Build) -> list[str]:
 
 def replay_texts(cand: Build, inputs: Path | None) -> tuple[list[str] | None, str]:
     """The texts to replay and where they came from, or (None, why not)."""
-    from edgetune.data import read_csv
+    from edgetune.data import read_rows
     from edgetune.runtime import file_sha256
 
     if inputs is not None:
         if not Path(inputs).is_file():
             raise GateError(f"--inputs {inputs}: file not found")
-        return [r["text"].strip() for r in read_csv(Path(inputs), ("text",))], f"{inputs} (--inputs)"
+        return [r["text"].strip() for r in read_rows(Path(inputs), ("text",))], f"{inputs} (--inputs)"
     manifest = cand.manifest() or {}
-    test = manifest.get("material", {}).get("config", {}).get("data", {}).get("test")
+    data = manifest.get("material", {}).get("config", {}).get("data", {})
+    test, column = data.get("test"), data.get("text_column", "text")
     if not test:
         return None, f"the candidate bundle's manifest ({cand.bundle / 'manifest.json'}) does not name its test split"
     if not Path(test).is_file():
@@ -113,7 +114,7 @@ def replay_texts(cand: Build, inputs: Path | None) -> tuple[list[str] | None, st
     recorded = cand.report.test_set_sha256
     if recorded and file_sha256(Path(test)) != recorded:
         return None, f"the candidate's test split {test} changed since the build (sha256 differs from the report)"
-    return [r["text"].strip() for r in read_csv(Path(test), ("text",))], f"candidate test split {test}"
+    return [r[column].strip() for r in read_rows(Path(test), (column,))], f"candidate test split {test}"
 
 
 def gate_threads(base: Build, cand: Build) -> int:

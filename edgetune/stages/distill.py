@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from edgetune.augment import augment_texts
+from edgetune.artifacts import resume_dir
 from edgetune.console import log
 from edgetune.data import encode, load_dataset, read_calibration_texts, sequence_length
 from edgetune.errors import BadInput
@@ -217,7 +218,8 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     result = train(
         student, train_set, enc["validation"], cfg,
         distillation_loss(soft, cfg, teacher, tuple(layer_map), projection),
-        pad_id=pad, input_names=names, num_labels=n, seed=seed, desc="distill", device=device,
+        pad_id=pad, input_names=names, num_labels=n, seed=seed, desc="distill",
+        checkpoints=resume_dir(out_dir), device=device,
         extra_params=list(projection.parameters()) if projection is not None else None,
     )
     metrics = {"best_epoch": float(result.best_epoch), "layers": float(student.config.num_hidden_layers),

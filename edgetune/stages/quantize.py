@@ -24,7 +24,7 @@ from pathlib import Path
 
 from edgetune import quantizers
 from edgetune.console import log
-from edgetune.data import load_dataset, read_calibration_texts, sequence_length
+from edgetune.data import load_dataset, read_calibration_texts, sequence_length, split_source
 from edgetune.errors import BadInput
 from edgetune.quantizers.graph import describe_nodes, fuse, quantizable, summary_note
 from edgetune.recipe import Recipe
@@ -38,7 +38,7 @@ def calibration_texts(recipe: Recipe) -> tuple[list[str], str]:
         origin = q.calibration
     else:
         texts = list(load_dataset(recipe.data, recipe.seed).train.texts)
-        origin = f"the train split ({recipe.data.train})"
+        origin = f"the train split ({split_source(recipe.data, 'train')})"
     if not texts:
         raise BadInput(f"{origin}: the calibration set is empty; give a CSV with a `text` column and rows")
     random.Random(recipe.seed).shuffle(texts)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetune.artifacts import resume_dir
 from edgetune.console import log
 from edgetune.data import encode, load_dataset, sequence_length
 from edgetune.errors import BadInput
@@ -97,9 +98,11 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         log(f"teacher has no trained head for these {n} labels: fine-tuning it first")
         result = train(
             model, encoded["train"], encoded["validation"], recipe.teacher, cross_entropy,
-            pad_id=pad, input_names=names, num_labels=n, seed=recipe.seed, desc="teacher", device=device,
+            pad_id=pad, input_names=names, num_labels=n, seed=recipe.seed, desc="teacher",
+            checkpoints=resume_dir(out_dir), device=device,
         )
-        metrics.update(fine_tuned=1.0, best_epoch=float(result.best_epoch))
+        metrics.update(fine_tuned=1.0, best_epoch=float(result.best_epoch), steps=float(result.steps),
+                       processes=float(result.processes), resumed_after_epoch=float(result.resumed_from))
     for split in ("validation", "test"):
         scores = evaluate(model, encoded[split], pad, names, n)
         metrics.update({f"{split}_{k}": v for k, v in scores.items()})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from edgetune.artifacts import resume_dir
 from edgetune.console import log
 from edgetune.data import encode, load_dataset, sequence_length
 from edgetune.errors import BadInput
@@ -59,7 +60,8 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     names, pad, n = input_names_of(tokenizer), tokenizer.pad_token_id, len(data.label_names)
     result = train(
         model, enc["train"], enc["validation"], recipe.tune, cross_entropy,
-        pad_id=pad, input_names=names, num_labels=n, seed=recipe.seed, desc="tune", evaluate_start=True,
+        pad_id=pad, input_names=names, num_labels=n, seed=recipe.seed, desc="tune",
+        checkpoints=resume_dir(out_dir), evaluate_start=True,
         device=pick_device(recipe.device),
     )
     if result.best_epoch == 0:
