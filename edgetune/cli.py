@@ -10,26 +10,39 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from edgetune.console import console
+from edgetune.console import console, print_table, stdout_console
 from edgetune.errors import BadInput, StageFailed
 from edgetune.pipeline import STAGE_NAMES, STAGES
 
 
 @contextlib.contextmanager
-def exit_codes():
-    """One clear message and the documented exit code for every way a command can fail."""
+def exit_codes(as_json: bool = False):
+    """One clear message and the documented exit code for every way a command can fail (with --json, also as the
+    JSON document on stdout)."""
     try:
         yield
     except BadInput as err:
         console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
-        sys.exit(2)
+        fail(as_json, "bad input", str(err), 2)
     except StageFailed as err:
         console.print(f"[bold red]stage failed:[/bold red] {escape(str(err))}")
-        sys.exit(1)
+        fail(as_json, "stage failed", str(err), 1)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted:[/bold red] the running stage was discarded; "
                       "stages finished before it stay cached. Rerun the same command to resume.")
-        sys.exit(130)
+        fail(as_json, "interrupted", "interrupted", 130)
+
+
+def fail(as_json: bool, kind: str, message: str, code: int):
+    if as_json:
+        from edgetune.json_output import emit, error
+
+        emit(error(kind, message, code))
+    sys.exit(code)
+
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print the result as one JSON document on stdout (the log stays on stderr).")
 
 
 def build_options(fn):
@@ -40,6 +53,7 @@ def build_options(fn):
     @click.option("--out", type=click.Path(path_type=Path), default=Path("edgetune-out"), show_default=True, help="Output and cache folder.")
     @click.option("--force", type=click.Choice(STAGE_NAMES), help="Rebuild from this stage on, ignoring the cache.")
     @click.option("--remote", metavar="USER@HOST[:PORT]", help="Bench on this device over SSH (overrides the target's remote).")
+    @json_option
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         return fn(*args, **kwargs)
@@ -47,22 +61,18 @@ def build_options(fn):
     return wrapper
 
 
-def run_until(until: str, target, recipe, data, overrides, out, force, remote=None, measure=False):
-    import dataclasses
+def run_until(until: str, target, recipe, data, overrides, out, force, remote=None, measure=False, as_json=False):
+    from edgetune.api import run_stages
 
-    from edgetune import pipeline
-    from edgetune.recipe import load_recipe
-    from edgetune.targets import load_target
+    with exit_codes(as_json):
+        profile, outcomes = run_stages(until, target, recipe=recipe, data=data, overrides=overrides, out=out,
+                                       force=force, remote=remote, measure=measure)
+        report_dir = out / profile.name if until == "bench" else None
+        print_summary(outcomes, report_dir)
+        if as_json:
+            from edgetune.json_output import build_document, emit
 
-    with exit_codes():
-        profile = load_target(target)
-        if remote:
-            from edgetune.remote import parse_remote
-
-            profile = dataclasses.replace(profile, remote=parse_remote(remote, profile.remote))
-        loaded = load_recipe(recipe, overrides=tuple(overrides), data_dir=data)
-        outcomes = pipeline.run(loaded, profile, out, until=until, force=force, measure=measure)
-        print_summary(outcomes, out / profile.name if until == "bench" else None)
+            emit(build_document(outcomes, report_dir))
 
 
 def print_summary(outcomes, report_dir: Path | None) -> None:
@@ -73,7 +83,7 @@ def print_summary(outcomes, report_dir: Path | None) -> None:
         table.add_column(column)
     for o in outcomes:
         table.add_row(o.stage, o.status, f"{o.seconds:.1f} s" if o.seconds else "-", key_metric(o.metrics), str(o.folder))
-    console.print(table)
+    print_table(table)
     if report_dir and (report_dir / "report.json").exists():
         from edgetune import report_json
 
@@ -110,15 +120,15 @@ def main():
 
 @main.command()
 @build_options
-def build(target, recipe, data, overrides, out, force, remote):
+def build(target, recipe, data, overrides, out, force, remote, as_json):
     """Run every stage for TARGET (cached, resumable) and write the bundle and report."""
-    run_until("bench", target, recipe, data, overrides, out, force, remote)
+    run_until("bench", target, recipe, data, overrides, out, force, remote, as_json=as_json)
 
 
 def _stage_command(name: str, summary: str):
     @build_options
-    def command(target, recipe, data, overrides, out, force, remote):
-        run_until(name, target, recipe, data, overrides, out, force, remote, measure=name == "bench")
+    def command(target, recipe, data, overrides, out, force, remote, as_json):
+        run_until(name, target, recipe, data, overrides, out, force, remote, measure=name == "bench", as_json=as_json)
 
     command.__doc__ = f"Run the {name} stage ({summary}) and what it needs upstream."
     return main.command(name=name)(command)
@@ -129,13 +139,19 @@ for _stage in STAGES:
 
 
 @main.command()
-def targets():
+@json_option
+def targets(as_json):
     """List the known target profiles."""
     from rich.table import Table
 
     from edgetune.targets import known_targets, load_target
 
-    with exit_codes():
+    with exit_codes(as_json):
+        if as_json:
+            from edgetune.json_output import emit, targets_document
+
+            emit(targets_document(known_targets()))
+            return
         table = Table()
         for column in ("target", "arch", "cores", "provider", "p95 budget", "hardware"):
             table.add_column(column)
@@ -143,21 +159,25 @@ def targets():
             t = load_target(name)
             table.add_row(name, t.arch, str(t.cores), t.execution_provider,
                           f"{t.budgets.p95_ms} ms" if t.budgets.p95_ms else "-", t.description.split(":")[0])
-        console.print(table)
+        print_table(table, to_stdout=True)
 
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edgetune-out"), show_default=True)
 @click.option("--target", "-t", help="Also show which stages a build for this target would reuse.")
 @click.option("--recipe", "-r", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), help="With --target: the data a build would read, as build's --data.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def status(out, target, recipe, overrides):
+@json_option
+def status(out, target, recipe, data, overrides, as_json):
     """Show what is built and cached under --out."""
     from rich.table import Table
 
-    from edgetune import artifacts, pipeline
+    from edgetune import artifacts, pipeline, report_json
+    from edgetune.json_output import built_entry, cache_entry, emit
 
-    with exit_codes():
+    with exit_codes(as_json):
+        document = {"out": str(out), "cache": [], "builds": [], "plan": None}
         table = Table(title=f"cache: {out / 'cache'}", title_justify="left")
         for column in ("stage", "key", "created", "build time", "key metric"):
             table.add_column(column)
@@ -165,24 +185,31 @@ def status(out, target, recipe, overrides):
         for folder in entries:
             manifest = artifacts.read_manifest(folder)
             if manifest:
+                document["cache"].append(cache_entry(manifest, folder))
                 table.add_row(manifest["stage"], manifest["key"][:16], manifest["created"], f"{manifest['seconds']:.1f} s",
                               key_metric(manifest["metrics"]))
-        console.print(table if entries else f"nothing cached under {out}")
+        lines = [table] if entries else [f"nothing cached under {out}"]
         for report_path in sorted(out.glob("*/report.json")):
-            from edgetune import report_json
-
             report = report_json.read(report_path)
-            console.print(f"built {report.target}: p95 {report.latency_ms.p95:.2f} ms, accuracy "
-                          f"{report.accuracy:.4f}, {report.size_bytes / 1e6:.1f} MB ({report_path.parent})")
+            document["builds"].append(built_entry(report, report_path))
+            lines.append(f"built {report.target}: p95 {report.latency_ms.p95:.2f} ms, accuracy "
+                         f"{report.accuracy:.4f}, {report.size_bytes / 1e6:.1f} MB ({report_path.parent})")
         if target:
             from edgetune.recipe import load_recipe
             from edgetune.targets import load_target
 
             profile = load_target(target)
-            prints = pipeline.fingerprints(load_recipe(recipe, overrides=tuple(overrides)), profile)
+            prints = pipeline.fingerprints(load_recipe(recipe, overrides=tuple(overrides), data_dir=data), profile)
+            document["plan"] = {"target": profile.name, "stages": {}}
             for s in STAGES[:-1]:
                 hit = artifacts.read_manifest(pipeline.cache_dir(out, s.name, prints[s.name]["key"]))
-                console.print(f"  {s.name:9s} {'cached' if hit else 'to build'}")
+                document["plan"]["stages"][s.name] = "cached" if hit else "to build"
+                lines.append(f"  {s.name:9s} {'cached' if hit else 'to build'}")
+        if as_json:
+            emit(document)
+            return
+        for line in lines:
+            print_table(line, to_stdout=True) if isinstance(line, Table) else stdout_console.print(escape(line))
 
 
 @main.command()
@@ -200,9 +227,10 @@ def status(out, target, recipe, overrides):
 @click.option("--inputs", type=click.Path(path_type=Path),
               help="CSV with a text column to replay (default: the candidate's test split, named in its bundle).")
 @click.option("--threads", type=click.IntRange(min=1),
-              help="Intra-op threads for both bundles (default: the target's, capped at this host's cores).")
+              help="Intra-op threads for both bundles (default: the target's, capped at the CPUs this process may use).")
 @click.option("--recorded", is_flag=True, help="Compare the reports' recorded latency instead of re-measuring.")
-def gate(baseline, candidate, junit, max_slowdown, max_accuracy_drop, max_seconds, inputs, threads, recorded):
+@json_option
+def gate(baseline, candidate, junit, max_slowdown, max_accuracy_drop, max_seconds, inputs, threads, recorded, as_json):
     """Fail CI when CANDIDATE is slower or less accurate than BASE (exit 0 pass, 1 regression, 2 error)."""
     from edgetune import gate as gating
 
@@ -215,15 +243,34 @@ def gate(baseline, candidate, junit, max_slowdown, max_accuracy_drop, max_second
         console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
         if junit:
             gating.write_junit_error(str(err), junit)
-        sys.exit(2)
+        fail(as_json, "bad input", str(err), 2)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/bold red]")
-        sys.exit(130)
+        fail(as_json, "interrupted", "interrupted", 130)
     gating.print_result(result, console)
     if junit:
         gating.write_junit(result, junit)
         console.print(f"JUnit XML: {junit}")
+    if as_json:
+        from edgetune.json_output import emit, gate_document
+
+        emit(gate_document(result))
     sys.exit(result.exit_code)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels listed per text, best first.")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: the bundle's preprocess.json).")
+def predict(bundle, texts, top_k, threads):
+    """Classify TEXTS (or each line of stdin) with BUNDLE (DIR/<target>/bundle or DIR/<target>); one JSON line a text.
+
+    Runs the bundle's own torch-free path (its predict.py and edgetune_runtime.py code)."""
+    from edgetune.predict_command import predict_lines
+
+    with exit_codes():
+        predict_lines(bundle, texts, top_k=top_k, threads=threads)
 
 
 @main.command()
