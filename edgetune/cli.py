@@ -65,10 +65,12 @@ def run_until(until: str, target, recipe, data, overrides, out, force, remote=No
     from edgetune.api import run_stages
 
     with exit_codes(as_json):
-        profile, outcomes = run_stages(until, target, recipe=recipe, data=data, overrides=overrides, out=out,
-                                       force=force, remote=remote, measure=measure)
-        report_dir = out / profile.name if until == "bench" else None
-        print_summary(outcomes, report_dir)
+        # With --json, stdout holds the one document: whatever a library prints while building goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            profile, outcomes = run_stages(until, target, recipe=recipe, data=data, overrides=overrides, out=out,
+                                           force=force, remote=remote, measure=measure)
+            report_dir = out / profile.name if until == "bench" else None
+            print_summary(outcomes, report_dir)
         if as_json:
             from edgetune.json_output import build_document, emit
 
