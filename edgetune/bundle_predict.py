@@ -31,11 +31,21 @@ def load(folder=HERE, threads=None, provider="CPUExecutionProvider"):
     return tokenizer, session, labels
 
 
-def predict(texts, tokenizer, session, labels):
+def probabilities(texts, tokenizer, session):
     logits = runtime.logits(list(texts), tokenizer, session)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    return [(labels[int(row.argmax())], float(row.max())) for row in probs]
+    return probs / probs.sum(-1, keepdims=True)
+
+
+def predict(texts, tokenizer, session, labels):
+    """(label, probability) of the most likely label, for each text."""
+    return [(labels[int(row.argmax())], float(row.max())) for row in probabilities(texts, tokenizer, session)]
+
+
+def top_k(texts, tokenizer, session, labels, k=3):
+    """The k most likely (label, probability) pairs, best first, for each text."""
+    probs = probabilities(texts, tokenizer, session)
+    return [[(labels[int(i)], float(row[i])) for i in np.argsort(-row, kind="stable")[:k]] for row in probs]
 
 
 if __name__ == "__main__":

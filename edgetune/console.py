@@ -7,6 +7,19 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # long paths in CI logs stay on one line
+stdout_console = Console(highlight=False, soft_wrap=True)  # what list commands print is their result: stdout
+
+
+def print_table(table, *, to_stdout: bool = False) -> None:
+    """A table at the terminal's width on a terminal; piped or logged, at its natural width, so no name is cut."""
+    out = stdout_console if to_stdout else console
+    if out.is_terminal:
+        out.print(table)
+        return
+    from rich.measure import Measurement
+
+    natural = Measurement.get(out, out.options.update(max_width=100_000), table).maximum
+    Console(file=out.file, width=natural, highlight=False, soft_wrap=True, no_color=out.no_color).print(table)
 
 
 def log(message: str, style: str | None = None) -> None:

@@ -66,7 +66,7 @@ STAGES: tuple[Stage, ...] = (
           summary="graph fusions + int8/int4 quantization with the target's preset"),
     Stage("baseline", ("teacher",), ("data", "export"), (), _data_files, 2,
           summary="the teacher as fp32 ONNX: the reference for speed-ups"),
-    Stage("bench", ("teacher", "distill", "export", "quantize", "baseline"), ("data", "bench"), ("*",), lambda r: {}, 1,
+    Stage("bench", ("teacher", "distill", "export", "quantize", "baseline"), ("data", "bench"), ("*",), lambda r: {}, 2,
           cacheable=False, summary="latency, size and accuracy on this host; bundle and report"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

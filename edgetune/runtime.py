@@ -78,17 +78,55 @@ def _arm_name(board_model: str, parts: list) -> str:
     return "%s (%s)" % (board, cores) if board and cores else board or cores
 
 
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", own: str = "/proc/self/cgroup"):
+    """The CPUs a cgroup quota allows this process (a container's --cpus), or None when there is none.
+    cgroup v2 (`cpu.max`: "QUOTA PERIOD" or "max PERIOD") in this process's own group, then v1's CFS files."""
+    group = ""
+    try:
+        with open(own) as handle:
+            group = next((line.strip().split(":", 2)[2] for line in handle if line.startswith("0::")), "")
+    except (OSError, IndexError):
+        pass
+    candidates = [(os.path.join(root, group.lstrip("/"), "cpu.max"), None), (os.path.join(root, "cpu.max"), None)]
+    for v1 in ("cpu", "cpu,cpuacct"):
+        candidates.append((os.path.join(root, v1, "cpu.cfs_quota_us"), os.path.join(root, v1, "cpu.cfs_period_us")))
+    for path, period_path in candidates:
+        try:
+            with open(path) as handle:
+                fields = handle.read().split()
+            if period_path:
+                with open(period_path) as handle:
+                    fields.append(handle.read().strip())
+        except OSError:
+            continue
+        if len(fields) < 2 or fields[0] in ("max", "-1"):
+            return None
+        return int(fields[0]) / int(fields[1])
+    return None
+
+
+def usable_cpus(root: str = "/sys/fs/cgroup", own: str = "/proc/self/cgroup") -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (rounded up); not the
+    machine's count, which os.cpu_count() gives even inside a container or a taskset."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(root, own)
+    return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
+
+
 def describe_host(threads: int, provider: str) -> dict:
-    """What machine a measurement runs on; `threads` (the target's) is capped at this machine's cores."""
+    """What machine a measurement runs on; `threads` (the target's) is capped at the CPUs this process may use."""
     import onnxruntime
 
     cpu, flags = cpu_model_and_flags()
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     host = {"cpu": cpu, "arch": platform.machine(), "flags": flags, "cores": cores, "threads": min(threads, cores),
             "onnxruntime": onnxruntime.__version__, "execution_provider": provider,
             "python": platform.python_version(), "os": platform.system() + " " + platform.release()}
     if cores < threads:
-        host["threads_note"] = "target has %d threads; capped at this host's %d cores" % (threads, cores)
+        host["threads_note"] = "target has %d threads; capped at the %d CPUs this process may use here" % (threads, cores)
     return host
 
 

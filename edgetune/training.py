@@ -32,12 +32,14 @@ def seed_everything(seed: int) -> None:
 
 
 def training_threads() -> int:
-    """OMP_NUM_THREADS when set, else the CPUs this process may run on (affinity, not the machine's count).
+    """OMP_NUM_THREADS when set, else the CPUs this process may use (affinity and cgroup quota, not the machine's).
     On a host shared with other jobs, one thread per process avoids every op waiting at a barrier for a
     descheduled sibling thread (a MiniLM-L6 step took 2-3x longer with two threads than with one there)."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from edgetune.runtime import usable_cpus
+
+    return usable_cpus()
 
 
 def to_torch(batch: dict, input_names: tuple[str, ...], device="cpu") -> dict[str, torch.Tensor]:

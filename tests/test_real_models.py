@@ -31,6 +31,16 @@ def test_default_recipe_builds_for_rpi5_with_real_minilm(tmp_path):
     out = subprocess.run([sys.executable, "predict.py", "turn off the kitchen lights"], cwd=bundle,
                          capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.split("\t")[0] == "lights_off"
+    # `edgetune predict` on the same default bundle: arguments, then stdin lines; JSON lines out
+    texts = ["turn off the kitchen lights", "lock the front door"]
+    from_args = CliRunner().invoke(main, ["predict", str(bundle), *texts])
+    from_stdin = CliRunner().invoke(main, ["predict", str(bundle)], input="\n".join(texts) + "\n")
+    for result in (from_args, from_stdin):
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [x["text"] for x in lines] == texts
+        assert lines[0]["label"] == "lights_off" and len(lines[0]["top_k"]) == 3
+    assert from_args.stdout == from_stdin.stdout
 
 
 @pytest.mark.slow

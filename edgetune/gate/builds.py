@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +117,10 @@ def replay_texts(cand: Build, inputs: Path | None) -> tuple[list[str] | None, st
 
 
 def gate_threads(base: Build, cand: Build) -> int:
-    """The candidate target's intra-op threads, capped at this host's cores (as the bench stage does)."""
+    """The candidate target's intra-op threads, capped at the CPUs this process may use (as the bench stage does)."""
     manifest = cand.manifest() or {}
     target = manifest.get("material", {}).get("target", {})
     wanted = target.get("threads") or target.get("cores") or cand.report.host.threads or 1
-    return max(1, min(int(wanted), os.cpu_count() or 1))
+    from edgetune.runtime import usable_cpus
+
+    return max(1, min(int(wanted), usable_cpus()))

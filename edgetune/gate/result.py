@@ -53,7 +53,9 @@ def table(result: GateResult):
 
 
 def print_result(result: GateResult, console) -> None:
-    console.print(table(result))
+    from edgetune.console import print_table
+
+    print_table(table(result))
     console.print(result.how)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")

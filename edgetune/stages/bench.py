@@ -4,7 +4,8 @@ Reads: quantize/ (the model that ships + tokenizer + labels), export/model.onnx 
        comparison), baseline/ (the fp32 teacher), teacher/manifest.json (teacher accuracy), distill/manifest.json
        (student layers), the recipe's test split.
 Writes: bundle/ (model.onnx, tokenizer files, labels.json, preprocess.json, predict.py and the edgetune_runtime.py it
-        runs on; the manifest is written by the pipeline), report.json, report.md and the plots.
+        runs on, config.json and the model card README.md; the manifest is written by the pipeline), pytorch_student/
+        (the merged student), report.json, report.md and the plots.
 Never cached: a build reuses the report only while the bundle it describes is unchanged.
 
 Running and timing the models is edgetune.runtime's; report.json's fields are edgetune.report_json.Report.
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune import budgets, bundle_predict, runtime
+from edgetune import budgets, bundle_predict, hf_bundle, runtime
+from edgetune.artifacts import folder_size
 from edgetune.console import log, progress
 from edgetune.data import load_dataset, sequence_length
 from edgetune.errors import StageFailed
@@ -150,8 +152,9 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         log(hostinfo.target_mismatch(target, build_host), style="yellow")
     bundle = out_dir / "bundle"
     data = load_dataset(recipe.data, recipe.seed)
-    assemble_bundle(inputs["quantize"], bundle, folder_length(recipe, inputs["quantize"], data),
-                    target.intra_op_threads)
+    max_length = folder_length(recipe, inputs["quantize"], data)
+    assemble_bundle(inputs["quantize"], bundle, max_length, target.intra_op_threads)
+    hf_bundle.write_config(inputs["export"] / "merged", bundle, max_length)
     # On a remote target the device times the shipped model; this host still compares the models.
     provider = "CPUExecutionProvider" if target.remote else target.execution_provider
     models = open_models(bundle, inputs, build_host["threads"], provider,
@@ -175,6 +178,9 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
             f"over {on['runs']} runs")
     measured = Measured(models, scores, per_class, latency, lengths, child, device)
     report = build_report(recipe, target, inputs, bundle, build_host, measured)
+    (bundle / "README.md").write_text(hf_bundle.model_card(report, recipe, labels, max_length))
+    report.bundle_bytes = folder_size(bundle)
+    hf_bundle.keep_pytorch_student(inputs["export"] / "merged", out_dir)
     write_reports(report, out_dir)
     return {"p95_ms": report.latency_ms.p95, "accuracy": report.accuracy, "macro_f1": report.macro_f1,
             "size_bytes": float(report.size_bytes)}
@@ -196,7 +202,7 @@ class Measured:
 def build_report(recipe: Recipe, target: Target, inputs: dict[str, Path], bundle: Path, build_host: dict,
                  m: Measured) -> Report:
     from edgetune import host as hostinfo
-    from edgetune.artifacts import folder_size, read_manifest
+    from edgetune.artifacts import read_manifest
 
     host = m.device["host"] if m.device else build_host
     mismatch = hostinfo.target_mismatch(target, host)
