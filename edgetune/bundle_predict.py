@@ -2,15 +2,15 @@
 
     python predict.py "turn off the kitchen lights" ["another utterance" ...]
 
-Prints one line per text: the label, a tab, and its probability. Tokenizing and running the model is
-edgetune_runtime.py's (shipped beside this file), the code edgetune measured the bundle with.
+Prints one line per text: the label, a tab, and its probability, calibrated when the bundle has a confidence.json
+(a temperature fitted on validation); with an abstain threshold there, a text the model is not sure enough about is
+answered with the abstain label (e.g. out_of_scope) instead of a known one. Tokenizing, running the model and the
+answer are edgetune_runtime.py's (shipped beside this file), the code edgetune measured the bundle with.
 """
 
 import json
 import sys
 from pathlib import Path
-
-import numpy as np
 
 try:
     import edgetune_runtime as runtime  # beside predict.py in a bundle
@@ -31,15 +31,19 @@ def load(folder=HERE, threads=None, provider="CPUExecutionProvider"):
     return tokenizer, session, labels
 
 
-def predict(texts, tokenizer, session, labels):
-    logits = runtime.logits(list(texts), tokenizer, session)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    return [(labels[int(row.argmax())], float(row.max())) for row in probs]
+def load_confidence(folder=HERE):
+    """The bundle's temperature and abstain threshold (confidence.json), or None when it has none."""
+    path = Path(folder) / "confidence.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def predict(texts, tokenizer, session, labels, confidence=None):
+    """(label, probability) per text; `confidence` from load_confidence (None: the raw softmax, never abstains)."""
+    return runtime.answers(runtime.logits(list(texts), tokenizer, session), labels, confidence)
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    for label, prob in predict(sys.argv[1:], *load()):
+    for label, prob in predict(sys.argv[1:], *load(), confidence=load_confidence()):
         print(f"{label}\t{prob:.3f}")

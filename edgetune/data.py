@@ -20,12 +20,20 @@ class Split:
 
 
 @dataclass(frozen=True)
+class OutOfScope:
+    """Texts labelled data.out_of_scope_label: kept out of every split, so the stages see only known intents."""
+    validation: tuple[str, ...] = ()  # validation's, plus train's (never trained on): for choosing the threshold
+    test: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Dataset:
     label_names: tuple[str, ...]
     train: Split
     validation: Split
     test: Split
     validation_carved: bool  # True when validation was split off train
+    out_of_scope: OutOfScope = OutOfScope()
 
 
 def read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
@@ -63,8 +71,8 @@ def read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
-    train_rows = read_csv(Path(cfg.train), ("text", "label"))
-    test_rows = read_csv(Path(cfg.test), ("text", "label"))
+    train_rows, train_oos = _split_out_of_scope(read_csv(Path(cfg.train), ("text", "label")), cfg)
+    test_rows, test_oos = _split_out_of_scope(read_csv(Path(cfg.test), ("text", "label")), cfg)
     label_names = tuple(sorted({r["label"].strip() for r in train_rows}))
     if len(label_names) < 2:
         raise BadInput(f"{cfg.train}: needs at least two distinct labels, found {list(label_names)}")
@@ -81,13 +89,25 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
 
     train = to_split(train_rows, cfg.train)
     test = to_split(test_rows, cfg.test)
+    validation_oos: list[str] = []
     if cfg.validation:
-        validation = to_split(read_csv(Path(cfg.validation), ("text", "label")), cfg.validation)
+        rows, validation_oos = _split_out_of_scope(read_csv(Path(cfg.validation), ("text", "label")), cfg)
+        validation = to_split(rows, cfg.validation)
         carved = False
     else:
         train, validation = _carve(train, cfg.validation_fraction, seed)
         carved = True
-    return Dataset(label_names, train, validation, test, carved)
+    out_of_scope = OutOfScope(tuple(validation_oos + train_oos), tuple(test_oos))
+    return Dataset(label_names, train, validation, test, carved, out_of_scope)
+
+
+def _split_out_of_scope(rows: list[dict], cfg: DataConfig) -> tuple[list[dict], list[str]]:
+    """(rows of known intents, texts labelled data.out_of_scope_label); no label is out of scope unless named."""
+    if cfg.out_of_scope_label is None:
+        return rows, []
+    label = cfg.out_of_scope_label.strip()
+    return [r for r in rows if r["label"].strip() != label], [r["text"].strip() for r in rows
+                                                              if r["label"].strip() == label]
 
 
 def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune import report_json
+from edgetune import confidence, report_json
 from edgetune.report_json import Budget, LatencyMs, ModelRow, Report
 from edgetune.runtime import speed_verdict
 
@@ -115,7 +115,7 @@ def markdown(report: Report) -> str:
         "![per-class F1](per_class_f1.png)",
         "",
     ]
-    return "\n".join(lines + _per_class_drops(report))
+    return "\n".join(lines + _per_class_drops(report) + confidence.markdown_lines(report.confidence))
 
 
 def _per_class_drops(report: Report) -> list[str]:
