@@ -198,4 +198,5 @@ def test_the_bundle_abstains_as_the_report_says(built, no_torch_env, tmp_path):
     answers = [line.split("\t") for line in out.stdout.strip().splitlines()]
     abstained = sum(label == "out_of_scope" for label, _ in answers)
     assert abstained / len(texts) == pytest.approx(1 - section["coverage"])
-    assert all(float(p) < settings["threshold"] for label, p in answers if label == "out_of_scope")
+    printed = settings["threshold"] + 5e-4  # probabilities are printed to 3 decimals
+    assert all(float(p) < printed for label, p in answers if label == "out_of_scope")
