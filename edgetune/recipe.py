@@ -150,7 +150,7 @@ class ConfidenceConfig:
     temperature_scaling: bool = True  # the bundle divides its logits by a temperature fitted on validation
     # The bundle answers the abstain label when its calibrated top probability is below the threshold.
     # auto: when data.out_of_scope_label is set.
-    abstain: bool | Literal["auto"] = "auto"
+    abstain: Literal["auto", True, False] = "auto"
     # How the threshold is chosen on the validation split: false_accept_rate accepts at most `threshold_rate` of its
     # out-of-scope texts (it needs some); false_reject_rate rejects at most `threshold_rate` of its in-scope texts.
     threshold_rule: Literal["false_accept_rate", "false_reject_rate"] = "false_accept_rate"

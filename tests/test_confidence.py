@@ -17,7 +17,7 @@ from edgetune import confidence, runtime
 from edgetune.data import load_dataset
 from edgetune.errors import BadInput
 from edgetune.recipe import load_recipe
-from helpers import SMART_HOME, build
+from helpers import SMART_HOME, assert_mentions, build, write_recipe
 from test_pipeline import no_torch_env  # noqa: F401  (a fixture: predict.py runs where torch cannot import)
 
 
@@ -142,7 +142,7 @@ def test_an_unset_out_of_scope_label_keeps_the_cache_keys_of_earlier_builds():
 
 @pytest.mark.parametrize(("sections", "says"), [
     ({"confidence": {"threshold_rate": 1.5}}, "confidence.threshold_rate = 1.5 must be within [0, 1)"),
-    ({"confidence": {"abstain": "maybe"}}, "'confidence.abstain' = 'maybe'"),
+    ({"confidence": {"abstain": "maybe"}}, "'confidence.abstain' = 'maybe' is not one of auto, True, False"),
     ({"confidence": {"threshold_rule": "false_positive_rate"}}, "false_accept_rate, false_reject_rate"),
     ({"confidence": {"treshold_rate": 0.1}}, "did you mean 'threshold_rate'?"),
 ])
@@ -161,6 +161,15 @@ def test_false_accept_rate_without_out_of_scope_validation_texts_fails_before_tr
     assert "confidence.threshold_rule: false_reject_rate" in str(err.value)
     relaxed = load_recipe(recipe_with(tmp_path, data, confidence={"threshold_rule": "false_reject_rate"}))
     assert confidence.check(relaxed, load_dataset(relaxed.data, 0)) == []
+
+
+def test_the_build_stops_with_exit_2_before_training_when_the_threshold_rule_cannot_be_met(tmp_path, tiny_teacher):
+    data = {**open_set_data(tmp_path / "data", validation_oos=False), "out_of_scope_label": "oos"}
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_teacher, {f"data.{k}": v for k, v in data.items()})
+    result = build(recipe, tmp_path / "out")
+    assert result.exit_code == 2
+    assert_mentions(result.output, "confidence.threshold_rule false_accept_rate needs out-of-scope texts")
+    assert not (tmp_path / "out" / "cache").exists() or not any((tmp_path / "out" / "cache").iterdir())
 
 
 def test_a_label_named_like_out_of_scope_gets_a_hint_and_a_colliding_abstain_label_an_error(tmp_path):
