@@ -93,6 +93,30 @@ def test_open_set_scores_count_an_abstention_as_wrong_and_recall_as_abstained_ou
     assert confidence.open_set_scores(probs, [0, 0, 1, 0], oos, None)["out_of_scope_recall"] == 0.0
 
 
+def test_fit_meets_the_false_accept_rate_on_validation_and_scores_the_test_split(tmp_path):
+    """confidence.fit on a dataset whose logits come from a table: overconfident in-scope logits, flatter
+    out-of-scope ones; the threshold accepts at most 10% of out-of-scope validation texts."""
+    from edgetune.data import Dataset, OutOfScope, Split
+
+    logits, labels = miscalibrated(n=1200, sharpen=3.0, seed=4)
+    oos = np.random.default_rng(5).normal(0, 1.0, (400, 5))
+    table = {f"in{i}": row for i, row in enumerate(logits)} | {f"oos{i}": row for i, row in enumerate(oos)}
+    texts = [f"in{i}" for i in range(len(logits))]
+    split = lambda lo, hi: Split(tuple(texts[lo:hi]), tuple(int(x) for x in labels[lo:hi]))  # noqa: E731
+    dataset = Dataset(("a", "b", "c", "d", "e"), split(0, 600), split(0, 600), split(600, 1200), False,
+                      OutOfScope(tuple(f"oos{i}" for i in range(200)), tuple(f"oos{i}" for i in range(200, 400))))
+    recipe = load_recipe(recipe_with(tmp_path, open_set_data(tmp_path / "data")),
+                         overrides=("data.out_of_scope_label=oos", "confidence.threshold_rate=0.1"))
+    settings, section = confidence.fit(recipe, dataset, lambda t: np.array([table[x] for x in t]), logits[600:])
+    assert section["validation_false_accept_rate"] <= 0.1 and section["out_of_scope_validation_texts"] == 200
+    assert section["ece_test_after"] < section["ece_test_before"] / 2 and 2.5 < section["temperature"] < 3.5
+    assert settings == {"temperature": section["temperature"], "threshold": section["threshold"],
+                        "abstain_label": "oos", "method": confidence.METHOD}
+    answered = [label != "oos" for label, _ in runtime.answers(logits[600:], list("abcde"), settings)]
+    assert section["coverage"] == pytest.approx(np.mean(answered))  # the report scores what the bundle answers
+    assert 0.5 < section["out_of_scope_recall"] <= 1 and section["coverage"] < 1
+
+
 # --- data and recipe ---------------------------------------------------------------------------------------------
 
 def write_split(path: Path, rows) -> str:
