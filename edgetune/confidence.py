@@ -196,8 +196,9 @@ def markdown_lines(section) -> list[str]:
         return []
     s = section
     lines = ["## Confidence", "", f"Method: {s.method}. Fitted on validation, scored on the in-scope test texts.", "",
-             f"| | T | ECE test | ECE validation | NLL validation |", "|---|---|---|---|---|",
-             f"| before | 1 | {s.ece_test_before:.4f} | {s.ece_validation_before:.4f} | {s.nll_validation_before:.4f} |",
+             "| | T | ECE test | ECE validation | NLL validation |", "|---|---|---|---|---|",
+             f"| before | 1 | {s.ece_test_before:.4f} | {s.ece_validation_before:.4f} | "
+             f"{s.nll_validation_before:.4f} |",
              f"| after | {s.temperature:.3f} | {s.ece_test_after:.4f} | {s.ece_validation_after:.4f} | "
              f"{s.nll_validation_after:.4f} |", ""]
     if not s.abstain:

@@ -136,7 +136,8 @@ def open_set_data(folder: Path, validation_oos: bool = True) -> dict:
     oos = [("what is the capital of peru", "oos"), ("tell me a joke about penguins", "oos")]
     folder.mkdir(parents=True, exist_ok=True)
     return {"train": write_split(folder / "train.csv", rows("train") + (oos[:1] if validation_oos else [])),
-            "validation": write_split(folder / "validation.csv", rows("validation") + (oos[1:] if validation_oos else [])),
+            "validation": write_split(folder / "validation.csv",
+                                      rows("validation") + (oos[1:] if validation_oos else [])),
             "test": write_split(folder / "test.csv", rows("test") + oos)}
 
 

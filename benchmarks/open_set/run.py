@@ -130,6 +130,10 @@ def row_line(name: str, r: dict) -> str:
 
 def markdown(result: dict) -> str:
     s, c, rows = result["setup"], result["confidence"], result["rows"]
+    calibration = "\n".join(
+        f"| {name} | {t} | {c[f'ece_test_{when}']:.4f} | {c[f'ece_validation_{when}']:.4f} | "
+        f"{c[f'nll_validation_{when}']:.4f} |" for name, t, when in (("before", "1", "before"),
+                                                                  ("after", f"{c['temperature']:.3f}", "after")))
     sweep = "\n".join(f"| {r['rate']:.2f} | {r['validation_false_reject_rate']:.4f} | {r['threshold']:.4f} | "
                       f"{r['coverage']:.4f} | {r['in_scope_accuracy']:.4f} | {r['out_of_scope_recall']:.4f} |"
                       for r in result["sweep"])
@@ -156,8 +160,7 @@ validation split carries out-of-scope rows can choose by `confidence.threshold_r
 
 | | T | ECE test (in-scope) | ECE validation | NLL validation |
 |---|---|---|---|---|
-| before | 1 | {c['ece_test_before']:.4f} | {c['ece_validation_before']:.4f} | {c['nll_validation_before']:.4f} |
-| after | {c['temperature']:.3f} | {c['ece_test_after']:.4f} | {c['ece_validation_after']:.4f} | {c['nll_validation_after']:.4f} |
+{calibration}
 
 ## With and without the abstain threshold (test split)
 
