@@ -2,8 +2,10 @@
 
     python predict.py "turn off the kitchen lights" ["another utterance" ...]
 
-Prints one line per text: the label, a tab, and its probability. Tokenizing and running the model is
-edgetune_runtime.py's (shipped beside this file), the code edgetune measured the bundle with.
+Prints one line per text: the label, a tab, and its probability, calibrated when the bundle has a confidence.json
+(a temperature fitted on validation); with an abstain threshold there, a text the model is not sure enough about is
+answered with the abstain label (e.g. out_of_scope) instead of a known one. Tokenizing, running the model and the
+answer are edgetune_runtime.py's (shipped beside this file), the code edgetune measured the bundle with.
 """
 
 import json
@@ -31,25 +33,28 @@ def load(folder=HERE, threads=None, provider="CPUExecutionProvider"):
     return tokenizer, session, labels
 
 
-def probabilities(texts, tokenizer, session):
+def load_confidence(folder=HERE):
+    """The bundle's temperature and abstain threshold (confidence.json), or None when it has none."""
+    path = Path(folder) / "confidence.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def predict(texts, tokenizer, session, labels, confidence=None):
+    """(label, probability) per text; `confidence` from load_confidence (None: the raw softmax, never abstains)."""
+    return runtime.answers(runtime.logits(list(texts), tokenizer, session), labels, confidence)
+
+
+def top_k(texts, tokenizer, session, labels, k=3, confidence=None):
+    """(answer, [the k most likely (label, probability) pairs, best first]) for each text; the answer is predict's
+    (the abstain label where the bundle abstains), the probabilities calibrated as predict's are."""
     logits = runtime.logits(list(texts), tokenizer, session)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    return probs / probs.sum(-1, keepdims=True)
-
-
-def predict(texts, tokenizer, session, labels):
-    """(label, probability) of the most likely label, for each text."""
-    return [(labels[int(row.argmax())], float(row.max())) for row in probabilities(texts, tokenizer, session)]
-
-
-def top_k(texts, tokenizer, session, labels, k=3):
-    """The k most likely (label, probability) pairs, best first, for each text."""
-    probs = probabilities(texts, tokenizer, session)
-    return [[(labels[int(i)], float(row[i])) for i in np.argsort(-row, kind="stable")[:k]] for row in probs]
+    probs = runtime.probabilities(logits, (confidence or {}).get("temperature", 1.0))
+    ranked = [[(labels[int(i)], float(row[i])) for i in np.argsort(-row, kind="stable")[:k]] for row in probs]
+    return list(zip(runtime.answers(logits, labels, confidence), ranked))
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    for label, prob in predict(sys.argv[1:], *load()):
+    for label, prob in predict(sys.argv[1:], *load(), confidence=load_confidence()):
         print(f"{label}\t{prob:.3f}")

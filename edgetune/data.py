@@ -21,12 +21,20 @@ class Split:
 
 
 @dataclass(frozen=True)
+class OutOfScope:
+    """Texts labelled data.out_of_scope_label: kept out of every split, so the stages see only known intents."""
+    validation: tuple[str, ...] = ()  # validation's, plus train's (never trained on): for choosing the threshold
+    test: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Dataset:
     label_names: tuple[str, ...]
     train: Split
     validation: Split
     test: Split
     validation_carved: bool  # True when validation was split off train
+    out_of_scope: OutOfScope = OutOfScope()
 
 
 def read_rows(path: str | Path, columns: tuple[str, ...], keys: tuple[str, ...] = ()) -> list[dict[str, str]]:
@@ -79,7 +87,10 @@ def _split_table(cfg: DataConfig, split: str) -> Table | None:
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     columns, keys = (cfg.text_column, cfg.label_column), ("data.text_column", "data.label_column")
     tables = {split: _split_table(cfg, split) for split in SPLITS}
-    rows = {split: table_rows(table, columns, keys) for split, table in tables.items() if table is not None}
+    rows, out_of_scope = {}, {}
+    for split, table in tables.items():
+        if table is not None:
+            rows[split], out_of_scope[split] = _split_out_of_scope(table_rows(table, columns, keys), cfg)
     label_names = tuple(sorted({label.strip() for _, label in _texts_and_labels(rows["train"], cfg)}))
     if len(label_names) < 2:
         raise BadInput(f"{tables['train'].source}: needs at least two distinct labels in column "
@@ -98,13 +109,25 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
 
     train, test = to_split("train"), to_split("test")
     if "validation" in rows:
-        return Dataset(label_names, train, to_split("validation"), test, False)
-    train, validation = _carve(train, cfg.validation_fraction, seed)
-    return Dataset(label_names, train, validation, test, True)
+        validation, carved = to_split("validation"), False
+    else:
+        (train, validation), carved = _carve(train, cfg.validation_fraction, seed), True
+    oos = OutOfScope(tuple(out_of_scope.get("validation", []) + out_of_scope["train"]), tuple(out_of_scope["test"]))
+    return Dataset(label_names, train, validation, test, carved, oos)
 
 
 def _texts_and_labels(rows: list[dict[str, str]], cfg: DataConfig) -> list[tuple[str, str]]:
     return [(r[cfg.text_column], r[cfg.label_column]) for r in rows]
+
+
+def _split_out_of_scope(rows: list[dict], cfg: DataConfig) -> tuple[list[dict], list[str]]:
+    """(rows of known intents, texts labelled data.out_of_scope_label); no label is out of scope unless named."""
+    if cfg.out_of_scope_label is None:
+        return rows, []
+    label = cfg.out_of_scope_label.strip()
+    text, column = cfg.text_column, cfg.label_column
+    return ([r for r in rows if r[column].strip() != label],
+            [r[text].strip() for r in rows if r[column].strip() == label])
 
 
 def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:

@@ -66,7 +66,8 @@ STAGES: tuple[Stage, ...] = (
           summary="graph fusions + int8/int4 quantization with the target's preset"),
     Stage("baseline", ("teacher",), ("data", "export"), (), _data_files, 2,
           summary="the teacher as fp32 ONNX: the reference for speed-ups"),
-    Stage("bench", ("teacher", "distill", "export", "quantize", "baseline"), ("data", "bench"), ("*",), lambda r: {}, 2,
+    Stage("bench", ("teacher", "distill", "export", "quantize", "baseline"), ("data", "bench", "confidence"), ("*",),
+          lambda r: {}, 2,
           cacheable=False, summary="latency, size and accuracy on this host; bundle and report"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -153,7 +154,11 @@ def cache_dir(out_root: Path, name: str, key: str) -> Path:
 
 def preflight(recipe: Recipe, target: Target) -> None:
     """Check every input a build reads before any stage starts, so bad input costs no training time."""
+    from edgetune import confidence  # numpy: not for `edgetune --help`
+
     data = load_dataset(recipe.data, recipe.seed)
+    for hint in confidence.check(recipe, data):
+        log(hint, style="yellow")
     if target.batch_size > len(data.test.texts):
         raise BadInput(f"{target.source}: batch_size {target.batch_size} is larger than the test split "
                        f"({len(data.test.texts)} texts in {split_source(recipe.data, 'test')}); lower batch_size "

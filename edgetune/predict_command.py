@@ -34,12 +34,15 @@ def predict_lines(path: Path, texts: tuple[str, ...], *, top_k: int = 3, threads
                   stdin=None, stdout=None) -> int:
     """Write one JSON object a text ({"text", "label", "score", "top_k": [{"label", "score"}, ...]}); the count."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    tokenizer, session, labels = bundle_predict.load(find_bundle(Path(path)), threads=threads)
+    folder = find_bundle(Path(path))
+    tokenizer, session, labels = bundle_predict.load(folder, threads=threads)
+    confidence = bundle_predict.load_confidence(folder)
     count = 0
     for batch in text_batches(texts, stdin):
-        for text, ranked in zip(batch, bundle_predict.top_k(batch, tokenizer, session, labels, top_k)):
-            stdout.write(json.dumps({"text": text, "label": ranked[0][0], "score": round(ranked[0][1], 6),
-                                     "top_k": [{"label": label, "score": round(p, 6)} for label, p in ranked]}) + "\n")
+        for text, ((label, score), ranked) in zip(batch, bundle_predict.top_k(batch, tokenizer, session, labels, top_k,
+                                                                              confidence)):
+            stdout.write(json.dumps({"text": text, "label": label, "score": round(score, 6),
+                                     "top_k": [{"label": name, "score": round(p, 6)} for name, p in ranked]}) + "\n")
         stdout.flush()
         count += len(batch)
     if count == 0:

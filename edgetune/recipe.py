@@ -28,6 +28,10 @@ class DataConfig:
     # tokens (edgetune/data.py, sequence_length), resolved by each stage for the tokenizer it uses.
     max_length: int | Literal["auto"] = "auto"
     validation_fraction: float = 0.1
+    # The label that marks out-of-scope texts (e.g. oos): none of the known intents. Its rows are not a class and are
+    # not trained on; they are the texts the bundle should abstain on (edgetune/confidence.py). null: every label is
+    # a class, whatever its name.
+    out_of_scope_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,21 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class ConfidenceConfig:
+    """Calibrated probabilities and the abstain threshold (edgetune/confidence.py), fitted on the validation split."""
+    temperature_scaling: bool = True  # the bundle divides its logits by a temperature fitted on validation
+    # The bundle answers the abstain label when its calibrated top probability is below the threshold.
+    # auto: when data.out_of_scope_label is set.
+    abstain: Literal["auto", True, False] = "auto"
+    # How the threshold is chosen on the validation split: false_accept_rate accepts at most `threshold_rate` of its
+    # out-of-scope texts (it needs some); false_reject_rate rejects at most `threshold_rate` of its in-scope texts.
+    threshold_rule: Literal["false_accept_rate", "false_reject_rate"] = "false_accept_rate"
+    threshold_rate: float = 0.05
+    # The answer when the bundle abstains; null: data.out_of_scope_label, or "out_of_scope" without one.
+    abstain_label: str | None = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     data: DataConfig
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -158,13 +177,19 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)
     seed: int = 0
     # Where training runs. Not in the cache key: CPU and GPU results differ only by float rounding.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     source: str = field(default="", compare=False)  # the file it came from, for messages
 
     def section(self, name: str) -> dict:
-        return dataclasses.asdict(getattr(self, name)) if name != "seed" else {"seed": self.seed}
+        if name == "seed":
+            return {"seed": self.seed}
+        values = dataclasses.asdict(getattr(self, name))
+        if name == "data" and values["out_of_scope_label"] is None:
+            del values["out_of_scope_label"]  # unset, it changes nothing: builds cached before the key stay valid
+        return values
 
 
 def packaged_recipe(path: Path | str | None) -> Path:
@@ -296,6 +321,13 @@ def _check_values(recipe: Recipe) -> None:
             raise BadInput(f"{src}: {name}.freeze_layers = {cfg.freeze_layers} must be >= 0")
         if cfg.max_steps is not None and cfg.max_steps < 1:
             raise BadInput(f"{src}: {name}.max_steps = {cfg.max_steps} must be >= 1, or null to let epochs decide")
+    c = recipe.confidence
+    if not 0.0 <= c.threshold_rate < 1.0:
+        raise BadInput(f"{src}: confidence.threshold_rate = {c.threshold_rate} must be within [0, 1): the share of "
+                       f"validation texts the {c.threshold_rule.replace('_', ' ')} may reach, e.g. 0.05")
+    if recipe.data.out_of_scope_label is not None and not recipe.data.out_of_scope_label.strip():
+        raise BadInput(f"{src}: data.out_of_scope_label is blank; name the label of out-of-scope rows (e.g. oos), "
+                       "or null")
     if recipe.export.validation_samples < 1:
         raise BadInput(f"{src}: export.validation_samples must be >= 1")
     if recipe.export.atol <= 0:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune import budgets, report_json
-from edgetune.report_json import LatencyMs, ModelRow, Report
+from edgetune import budgets, confidence, report_json
+from edgetune.report_json import Budget, LatencyMs, ModelRow, Report
 from edgetune.runtime import speed_verdict
 
 
@@ -139,7 +139,7 @@ def markdown(report: Report) -> str:
         "![per-class F1](per_class_f1.png)",
         "",
     ]
-    return "\n".join(lines + _per_class_drops(report))
+    return "\n".join(lines + _per_class_drops(report) + confidence.markdown_lines(report.confidence))
 
 
 def _per_class_drops(report: Report) -> list[str]:

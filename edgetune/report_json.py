@@ -132,6 +132,35 @@ class RemoteRun:
 
 
 @dataclass
+class Confidence:
+    """Calibration and abstention (edgetune.confidence): fitted on validation, scored on the in-scope test texts.
+    Abstention fields are present when the bundle abstains; an abstention counts as wrong in in-scope accuracy."""
+    method: str
+    temperature: float
+    ece_bins: int
+    ece_test_before: float
+    ece_test_after: float
+    ece_validation_before: float
+    ece_validation_after: float
+    nll_validation_before: float
+    nll_validation_after: float
+    in_scope_accuracy: float  # answering every text (no threshold)
+    abstain: bool
+    out_of_scope_validation_texts: int = 0
+    out_of_scope_test_texts: int = 0
+    abstain_label: str | None = None
+    threshold: float | None = None  # on the calibrated top probability: below it the bundle answers abstain_label
+    threshold_rule: str | None = None  # false_accept_rate | false_reject_rate, met on validation
+    threshold_rate: float | None = None
+    validation_false_reject_rate: float | None = None
+    validation_false_accept_rate: float | None = None
+    in_scope_accuracy_abstaining: float | None = None
+    coverage: float | None = None  # share of in-scope test texts answered
+    selective_accuracy: float | None = None  # accuracy on the in-scope test texts answered
+    out_of_scope_recall: float | None = None  # share of out-of-scope test texts abstained on
+
+
+@dataclass
 class Report:
     """What edgetune bench measured and scored for one target: the shipped model, and its comparisons."""
     schema_version: int
@@ -163,6 +192,7 @@ class Report:
     device_agreement: float | None = None  # share of the device's predictions equal to this host's
     comparison_note: str | None = None
     estimate: dict | None = None  # roofline estimate for a target not at hand (edgetune.roofline); never measured
+    confidence: Confidence | None = None  # temperature and abstain threshold (edgetune.confidence)
 
     def to_json(self) -> dict:
         """The JSON object, optional fields left out when absent."""

@@ -207,6 +207,33 @@ def latency_feeds(texts, tokenizer, session, batch_size: int, length=None, seed:
     return feeds
 
 
+# --- answers ------------------------------------------------------------------------------------------------------
+
+def probabilities(logits, temperature: float = 1.0):
+    """Softmax of logits / temperature, row by row. The one softmax: the bundle, bench and the fitting all use it."""
+    import numpy as np
+
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(-1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(-1, keepdims=True)
+
+
+def answers(logits, labels, confidence: dict = None) -> list:
+    """(label, probability) per row. `confidence` (a bundle's confidence.json, edgetune.confidence writes it):
+    `temperature` calibrates the probabilities; below `threshold` the answer is `abstain_label`, with the top
+    probability still given, since no known label is sure enough to act on."""
+    confidence = confidence or {}
+    probs = probabilities(logits, confidence.get("temperature", 1.0))
+    threshold = confidence.get("threshold")
+    result = []
+    for row in probs:
+        best = int(row.argmax())
+        abstain = threshold is not None and row[best] < threshold
+        result.append((confidence["abstain_label"] if abstain else labels[best], float(row[best])))
+    return result
+
+
 # --- the bootstrap ------------------------------------------------------------------------------------------------
 
 def bootstrap_percentile(samples, q: float, resamples: int, rng):

@@ -3,7 +3,8 @@
 Reads: quantize/ (the model that ships + tokenizer + labels), export/model.onnx (fp32 student, for
        comparison), baseline/ (the fp32 teacher), teacher/manifest.json (teacher accuracy), distill/manifest.json
        (student layers), the recipe's test split.
-Writes: bundle/ (model.onnx, tokenizer files, labels.json, preprocess.json, predict.py and the edgetune_runtime.py it
+Writes: bundle/ (model.onnx, tokenizer files, labels.json, preprocess.json, confidence.json (temperature, abstain
+        threshold: edgetune.confidence, fitted on the validation split), predict.py and the edgetune_runtime.py it
         runs on, config.json and the model card README.md; the manifest is written by the pipeline), pytorch_student/
         (the merged student), report.json, report.md and the plots.
 Never cached: a build reuses the report only while the bundle it describes is unchanged.
@@ -46,11 +47,12 @@ sys.path.insert(0, sys.argv[1])
 import predict
 start = time.perf_counter()
 tokenizer, session, labels = predict.load()
-predict.predict([sys.argv[2]], tokenizer, session, labels)
+confidence = predict.load_confidence()
+predict.predict([sys.argv[2]], tokenizer, session, labels, confidence)
 cold = time.perf_counter() - start
 texts = json.load(sys.stdin)
 for i in range(0, len(texts), 32):
-    predict.predict(texts[i:i + 32], tokenizer, session, labels)
+    predict.predict(texts[i:i + 32], tokenizer, session, labels, confidence)
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
 peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 print(json.dumps({"cold_start_ms": cold * 1e3, "peak_rss_mb": peak}))
@@ -64,6 +66,7 @@ class Model:
     session: object
     size_bytes: int
     predictions: np.ndarray | None = None
+    logits: np.ndarray | None = None  # on the test split
 
 
 def assemble_bundle(src: Path, bundle: Path, max_length: int, intra_op_threads: int) -> None:
@@ -116,7 +119,8 @@ def score(models: dict[str, Model], texts: list[str], truth: np.ndarray, labels:
     """Accuracy / macro-F1 and per-class F1 of every model on the test split."""
     scores, per_class = {}, {}
     for name, m in models.items():
-        m.predictions = runtime.logits(texts, m.tokenizer, m.session).argmax(-1)
+        m.logits = runtime.logits(texts, m.tokenizer, m.session)
+        m.predictions = m.logits.argmax(-1)
         scores[name] = classification_scores(truth, m.predictions, len(labels))
         per_class[name] = dict(zip(labels, map(float, per_class_f1(truth, m.predictions, len(labels)))))
     return scores, per_class
@@ -133,6 +137,20 @@ def time_models(models: dict[str, Model], texts: list[str], target: Target, reci
         task = bar.add_task("benchmarking shipped / fp32 student / teacher", total=rule.max_runs)
         latency = runtime.measure(runners, rule, on_round=lambda done, _: bar.update(task, completed=done))
     return latency, [len(f["input_ids"][0]) for f in feeds["shipped"]]
+
+
+def calibrate(recipe: Recipe, data, bundle: Path, shipped: Model) -> dict:
+    """Fit the temperature and abstain threshold on validation (edgetune.confidence); confidence.json joins the
+    bundle before it is timed, so the cold start and the device run the answer path that ships."""
+    from edgetune import confidence
+    from edgetune.report_json import Confidence
+
+    settings, section = confidence.fit(recipe, data, lambda t: runtime.logits(t, shipped.tokenizer, shipped.session),
+                                       shipped.logits)
+    if settings is not None:
+        (bundle / "confidence.json").write_text(json.dumps(settings, indent=2))
+    log(confidence.summary(Confidence(**section)))
+    return section
 
 
 def cold_start(bundle: Path, texts: list[str]) -> dict:
@@ -165,6 +183,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     agreement = float(np.mean(models["student_fp32"].predictions == models["shipped"].predictions))
     log(f"accuracy {scores['shipped']['accuracy']:.4f} (fp32 student {scores['student_fp32']['accuracy']:.4f}, "
         f"{agreement:.1%} identical predictions; fp32 teacher {scores['teacher_fp32']['accuracy']:.4f})")
+    confidence = calibrate(recipe, data, bundle, models["shipped"])
     latency, lengths = time_models(models, texts, target, recipe)
     child = cold_start(bundle, texts)
     device = None
@@ -176,7 +195,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         on = device["latency_ms"]
         log(f"on {device['remote']['address']}: p95 {on['p95']:.2f} ms [{on['p95_ci'][0]:.2f}, {on['p95_ci'][1]:.2f}] "
             f"over {on['runs']} runs")
-    measured = Measured(models, scores, per_class, latency, lengths, child, device)
+    measured = Measured(models, scores, per_class, latency, lengths, child, device, confidence)
     report = build_report(recipe, target, inputs, bundle, build_host, measured)
     (bundle / "README.md").write_text(hf_bundle.model_card(report, recipe, labels, max_length))
     report.bundle_bytes = folder_size(bundle)
@@ -197,6 +216,7 @@ class Measured:
     lengths: list[int]  # token lengths of the replayed feeds
     child: dict  # cold_start_ms, peak_rss_mb
     device: dict | None  # remote.remote_bench's result, for a remote target
+    confidence: dict  # the report's confidence section (edgetune.confidence.fit)
 
 
 def build_report(recipe: Recipe, target: Target, inputs: dict[str, Path], bundle: Path, build_host: dict,
@@ -227,7 +247,8 @@ def build_report(recipe: Recipe, target: Target, inputs: dict[str, Path], bundle
         student={"layers": int(read_manifest(inputs["distill"])["metrics"]["layers"])},
         comparison=comparison_rows(m), speedup_vs_teacher_p95=speedup(m), test_examples=len(m.models["shipped"].predictions),
         budgets={},  # judged below, once the estimate (if any) is known
-        test_set_sha256=teacher_manifest["material"]["files"]["test"], int4_vs_int8_p95=int4_vs_int8(m, bundle))
+        test_set_sha256=teacher_manifest["material"]["files"]["test"], int4_vs_int8_p95=int4_vs_int8(m, bundle),
+        confidence=m.confidence)
     report = _typed(report)
     if m.device:
         report.remote = RemoteRun(**m.device["remote"])
