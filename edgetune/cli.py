@@ -61,7 +61,12 @@ def run_until(until: str, target, recipe, data, overrides, out, force, remote=No
 
             profile = dataclasses.replace(profile, remote=parse_remote(remote, profile.remote))
         loaded = load_recipe(recipe, overrides=tuple(overrides), data_dir=data)
-        outcomes = pipeline.run(loaded, profile, out, until=until, force=force, measure=measure)
+        if loaded.search is not None and until == "bench" and not measure:  # `build` with a search section
+            from edgetune import search
+
+            outcomes = search.run(loaded, profile, out, force=force)
+        else:
+            outcomes = pipeline.run(loaded, profile, out, until=until, force=force, measure=measure)
         print_summary(outcomes, out / profile.name if until == "bench" else None)
 
 

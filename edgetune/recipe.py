@@ -141,6 +141,15 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """Budget-driven student search (edgetune/search.py): train every depth, quantize each with every method, ship
+    the most accurate candidate within the target's size and p95 budgets. `search: auto` takes these defaults."""
+
+    depths: tuple[int, ...] = (1, 2, 3)  # student depths: teacher layers kept, spread evenly (first and last kept)
+    methods: tuple[str, ...] | None = None  # quantize methods tried; null: every registered method that quantizes
+
+
+@dataclass(frozen=True)
 class Recipe:
     data: DataConfig
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -149,6 +158,7 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    search: SearchConfig | None = None  # null: build the recipe's one student; no stage reads it (no cache key)
     seed: int = 0
     # Where training runs. Not in the cache key: CPU and GPU results differ only by float rounding.
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -187,6 +197,8 @@ def load_recipe(path: Path | None = None, *, overrides: tuple[str, ...] = (), da
             if split not in section:
                 raise BadInput(f"--data {data_dir}: missing {split}.csv (columns text,label)")
         raw["data"] = section
+    if raw.get("search") == "auto":
+        raw["search"] = {}
     source = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
     recipe = schema.build(Recipe, raw, source=source)
     data = recipe.data
@@ -269,6 +281,10 @@ def _check_values(recipe: Recipe) -> None:
             raise BadInput(f"{src}: {name}.freeze_layers = {cfg.freeze_layers} must be >= 0")
         if cfg.max_steps is not None and cfg.max_steps < 1:
             raise BadInput(f"{src}: {name}.max_steps = {cfg.max_steps} must be >= 1, or null to let epochs decide")
+    if recipe.search is not None:
+        from edgetune.search import check_search
+
+        check_search(recipe)
     if recipe.export.validation_samples < 1:
         raise BadInput(f"{src}: export.validation_samples must be >= 1")
     if recipe.export.atol <= 0:
