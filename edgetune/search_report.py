@@ -58,18 +58,22 @@ def pareto_plot(search: Search, path: Path, title: str) -> None:
         ax.scatter([p95[r.name] for r in mine], [r.test_accuracy for r in mine], alpha=0.55, color=colors[method],
                    s=[30 + 600 * r.size_bytes / largest for r in mine], label=method)
     for r in rows:
-        ax.annotate(f"{len(r.layers)}L {r.size_bytes / 1e6:.0f} MB", (p95[r.name], r.test_accuracy), fontsize=7,
+        ax.annotate(f"{len(r.layers)}L {r.size_bytes / 1e6:.1f} MB", (p95[r.name], r.test_accuracy), fontsize=7,
                     xytext=(6, -9), textcoords="offset points")
     front = sorted((r for r in rows if r.name in pareto(rows)), key=lambda r: p95[r.name])
     ax.plot([p95[r.name] for r in front], [r.test_accuracy for r in front], "k--", lw=0.8, label="Pareto front")
     chosen = next(r for r in rows if r.name == search.chosen)
     ax.scatter([p95[chosen.name]], [chosen.test_accuracy], marker="*", s=260, color="gold", edgecolor="k",
                zorder=5, label=f"shipped: {chosen.name}")
-    if "p95_ms" in search.budgets:
-        ax.axvline(search.budgets["p95_ms"], color="tab:red", lw=1, ls=":", label="p95 budget")
+    right = max(p95.values()) * 1.3
+    budget = search.budgets.get("p95_ms")
+    if budget is not None and budget <= 3 * right:  # a budget far right of every candidate would squash them
+        ax.axvline(budget, color="tab:red", lw=1, ls=":", label=f"p95 budget {budget:g} ms")
+        right = max(right, budget * 1.05)
     kind = {"estimate": "ESTIMATE (roofline)", "device": "measured on the device", "host": "measured here"}
-    ax.set(xlabel=f"p95 on the target, ms ({kind.get(search.latency_source, 'this host')})",
-           ylabel="test accuracy", title=title)
+    off_chart = f"; budget {budget:g} ms, off the chart" if budget is not None and budget * 1.05 > right else ""
+    ax.set(xlabel=f"p95 on the target, ms ({kind.get(search.latency_source, 'this host')}{off_chart})",
+           ylabel="test accuracy", title=title, xlim=(0, right))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
