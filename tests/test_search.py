@@ -15,6 +15,8 @@ from edgetune.report_json import SearchCandidate
 from edgetune.search_report import pareto
 from edgetune.targets import load_target
 from helpers import REPO, assert_mentions, build, cache_entries, entries_of, plain
+from test_remote import pytestmark as needs_sshd
+from test_remote import sshd  # noqa: F401 -- the throwaway sshd fixture, for the remote-target search
 
 SEARCH = {"depths": [1, 2], "methods": ["int8-dynamic", "int4"]}
 
@@ -140,3 +142,39 @@ def test_search_auto_takes_the_default_depths_and_every_quantizing_method(make_r
 def test_search_needs_a_student_cut_from_the_teacher(make_recipe, tmp_path):
     result = build(make_recipe({"distill.student": str(tmp_path)}), tmp_path / "out", "--set", "search=auto")
     assert result.exit_code == 2 and "distill.student" in plain(result.output)
+
+
+def test_force_rebuilds_each_candidate_entry_once(searched, tmp_path):
+    from helpers import manifest_identities
+
+    out = tmp_path / "out"
+    shutil.copytree(searched.out, out)
+    before = manifest_identities(out)
+    result = build(searched.recipe, out, "--set", f"search={json.dumps(SEARCH)}", "--force", "quantize")
+    assert result.exit_code == 0, result.output
+    after = manifest_identities(out)
+    changed = {path.removeprefix("cache/").split("-")[0].split("/")[0] for path in after if after[path] != before.get(path)}
+    assert changed == {"quantize", "rpi5"}  # every quantize entry (and the bundle), nothing upstream
+    assert len(entries_of(cache_entries(out), "quantize")) == 4
+    assert result.output.count("quantize: graph fusions") == 4  # each entry rebuilt once, not once per run
+
+
+@needs_sshd
+def test_a_target_with_a_remote_takes_each_candidates_p95_from_the_device(searched, sshd, tmp_path):
+    """Over the throwaway sshd on 127.0.0.1 of tests/test_remote.py: the device is this machine."""
+    remote, root = sshd
+    board = tmp_path / "pi-on-desk.yaml"
+    board.write_text((REPO / "targets" / "rpi5.yaml").read_text() + "remote:\n" + "".join(
+        f"  {k}: {v}\n" for k, v in {"host": remote.host, "port": remote.port, "user": remote.user,
+                                    "identity_file": remote.identity_file, "known_hosts": remote.known_hosts,
+                                    "python": remote.python, "dir": remote.dir}.items()))
+    out = tmp_path / "out"
+    shutil.copytree(searched.out, out)
+    calls_before = len((root / "device-calls.log").read_text().split()) if (root / "device-calls.log").exists() else 0
+    result = build(searched.recipe, out, "--set", f"search={json.dumps(SEARCH)}", target=str(board))
+    assert result.exit_code == 0, result.output
+    s = json.loads((out / "pi-on-desk" / "report.json").read_text())["search"]
+    assert s["latency_source"] == "device" and "over SSH" in s["latency_note"]
+    calls = (root / "device-calls.log").read_text().split()[calls_before:]
+    assert calls.count("-") >= 2 * 5  # probe + bench on the device for each of 4 candidates and the shipped model
+    assert "ESTIMATE" not in (out / "pi-on-desk" / "report.md").read_text().split("## Student search")[1]
