@@ -77,7 +77,8 @@ def measure(trained: list, recipe: Recipe, target: Target) -> tuple[list[SearchC
     for t, row in zip(trained, rows):
         summary = timed[row.name]
         row.host_p95_ms = summary["p95"]
-        row.p95_ms = target_p95(source, t, summary, build_host["threads"], opened[row.name][2], recipe, target)
+        row.p95_ms = target_p95(source, t, summary, build_host["threads"], opened[row.name][2], list(test.texts),
+                                recipe, target)
     return rows, source, note
 
 
@@ -98,7 +99,7 @@ def time_on_host(opened: dict, texts: list[str], target: Target, recipe: Recipe)
     return result
 
 
-def target_p95(source: str, trained, summary: dict, threads: int, length: int, recipe: Recipe,
+def target_p95(source: str, trained, summary: dict, threads: int, length: int, texts: list[str], recipe: Recipe,
                target: Target) -> float | None:
     from edgetune import roofline
 
@@ -110,16 +111,15 @@ def target_p95(source: str, trained, summary: dict, threads: int, length: int, r
         log(f"ESTIMATE, not measured: {trained.candidate.name} p95 ≈ {estimate['p95_ms']:.2f} ms on {target.name}")
         return float(estimate["p95_ms"])
     if source == "device":
-        return device_p95(trained, length, recipe, target)
+        return device_p95(trained, length, texts, recipe, target)
     return None
 
 
-def device_p95(trained, length: int, recipe: Recipe, target: Target) -> float:
+def device_p95(trained, length: int, texts: list[str], recipe: Recipe, target: Target) -> float:
     """The candidate's bundle timed on the board over SSH (edgetune.remote), as the bench times the shipped one."""
     from edgetune import remote
     from edgetune.stages.bench import assemble_bundle
 
-    texts = list(load_dataset(recipe.data, recipe.seed).test.texts)
     with tempfile.TemporaryDirectory(prefix="edgetune-search-") as scratch:
         bundle = Path(scratch) / "bundle"
         assemble_bundle(trained.quantize_dir, bundle, length, target.intra_op_threads)
