@@ -1,12 +1,13 @@
 """What a student search costs and buys: a searched build against a single-student build, one cached teacher.
 
     OMP_NUM_THREADS=1 python benchmarks/search/run.py --out OUT [--data ../shared/data/banking77] [--target rpi5]
+                                                      [--depths 2 3]
 
 runs, into one OUT (one cache), timing each with its wall clock:
   1. `edgetune teacher`: the teacher both builds share (fine-tuned once, or reused from OUT's cache);
   2. `edgetune build` of the default recipe: one 2-layer int8-dynamic student (the single-student build);
-  3. `edgetune build --set search=auto`: depths 1, 2, 3 x every quantizing method; its 2-layer student is the
-     one step 2 trained, reused from the cache, so its cold cost is its wall time plus that student's recorded
+  3. `edgetune build --set search=auto` (or `search={depths: [...]}` with --depths): depths 1, 2, 3 x every
+     quantizing method; its 2-layer student is the one step 2 trained, reused from the cache, so its cold cost is its wall time plus that student's recorded
      build time (both are reported).
 Then writes benchmarks/results/search.{md,json} and search_pareto.png: every candidate, the chosen one's test
 accuracy against the default recipe's, and the times. A phase already recorded in OUT/search_benchmark.json is
@@ -30,11 +31,13 @@ RESULTS = REPO / "benchmarks" / "results"
 PHASES = {"teacher": ("teacher",), "single": ("build",), "search": ("build", "--set", "search=auto")}
 
 
-def run_phase(name: str, out: Path, data: Path, target: str, state: dict) -> None:
+def run_phase(name: str, out: Path, data: Path, target: str, state: dict, depths: list[int] | None) -> None:
     if name in state:
         print(f"{name}: recorded earlier ({state[name]['seconds']:.0f} s), not run again", flush=True)
         return
     command, *extra = PHASES[name]
+    if name == "search" and depths:
+        extra = ["--set", f"search={{depths: {depths}}}"]
     args = [sys.executable, "-m", "edgetune", command, "--target", target, "--data", str(data), "--out", str(out),
             *extra]
     print(f"{name}: {' '.join(args[1:])}", flush=True)
@@ -121,12 +124,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "banking77")
     parser.add_argument("--target", default="rpi5")
+    parser.add_argument("--depths", type=int, nargs="+", help="student depths to search (default: search=auto's)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     state_file = args.out / "search_benchmark.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     for name in PHASES:
-        run_phase(name, args.out, args.data, args.target, state)
+        run_phase(name, args.out, args.data, args.target, state, args.depths)
     result = summary(args.out, state, args.data, args.target)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "search.json").write_text(json.dumps(result, indent=2))
