@@ -95,11 +95,12 @@ def markdown(r: dict) -> str:
         f"| teacher (`{r['commands']['teacher']}`), shared by both: its recorded build time | "
         f"{r['teacher_build_seconds']:.0f} s |",
         f"| single student, teacher cached (`{r['commands']['single']}`) | {sec['single']:.0f} s |",
-        f"| searched, teacher and the 2-layer student cached (`{r['commands']['search']}`) | {sec['search']:.0f} s |",
+        f"| searched, teacher and what the single build made cached (`{r['commands']['search']}`) | "
+        f"{sec['search']:.0f} s |",
         f"| searched, cold cost (wall + recorded build time of what it reused: {', '.join(r['reused_from_single'])})"
         f" | {r['search_cold_seconds']:.0f} s |", "",
         f"The search cost {r['search_cold_seconds'] / sec['single']:.1f}x a single-student build "
-        f"({len(r['candidates'])} candidates, {len({tuple(x['layers']) for x in r['candidates']})} students trained).",
+        f"({len(r['candidates'])} candidates from {len({tuple(x['layers']) for x in r['candidates']})} students).",
         "",
         f"Chosen: **{c['name']}**, test accuracy **{c['test_accuracy']:.4f}** against "
         f"{d['name']} {d['test_accuracy']:.4f} ({(c['test_accuracy'] - d['test_accuracy']) * 100:+.2f} points; one "
