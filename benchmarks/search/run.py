@@ -115,7 +115,8 @@ def markdown(r: dict) -> str:
                "ok" if x["within_budgets"] else "; ".join(x["over_budget"]),
                f"{x['train_seconds']:.0f}" + (" (reused)" if x["reused"] else ""), f"{x['quantize_seconds']:.0f}"]
         lines.append("| " + " | ".join(f"**{v}**" if x["name"] == c["name"] else v for v in row) + " |")
-    lines += ["", "Train seconds are a depth's distill + tune + export, shared by its methods.", "",
+    lines += ["", "Train seconds are a depth's distill + tune + export, shared by its methods. They move with the "
+              "other jobs on this shared host: compare depths' train seconds before reading the cost ratio.", "",
               "![student search](search_pareto.png)", ""]
     return "\n".join(lines)
 
