@@ -36,6 +36,10 @@ def run_stages(until: str, target, *, recipe=None, data=None, overrides=(), out=
         profile = dataclasses.replace(profile, remote=parse_remote(remote, profile.remote))
     loaded = load_recipe(Path(recipe) if recipe else None, overrides=_override_strings(overrides),
                          data_dir=Path(data) if data else None)
+    if loaded.search is not None and until == "bench" and not measure:  # a build with a search section
+        from edgetune import search
+
+        return profile, search.run(loaded, profile, Path(out), force=force)
     return profile, pipeline.run(loaded, profile, Path(out), until=until, force=force, measure=measure, wait=wait)
 
 

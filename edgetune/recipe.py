@@ -169,6 +169,15 @@ class ConfidenceConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """Budget-driven student search (edgetune/search.py): train every depth, quantize each with every method, ship
+    the most accurate candidate within the target's size and p95 budgets. `search: auto` takes these defaults."""
+
+    depths: tuple[int, ...] = (1, 2, 3)  # student depths: teacher layers kept, spread evenly (first and last kept)
+    methods: tuple[str, ...] | None = None  # quantize methods tried; null: every registered method that quantizes
+
+
+@dataclass(frozen=True)
 class Recipe:
     data: DataConfig
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -178,6 +187,7 @@ class Recipe:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)
+    search: SearchConfig | None = None  # null: build the recipe's one student; no stage reads it (no cache key)
     seed: int = 0
     # Where training runs. Not in the cache key: CPU and GPU results differ only by float rounding.
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -210,6 +220,8 @@ def load_recipe(path: Path | None = None, *, overrides: tuple[str, ...] = (), da
     overridden = {a.split("=", 1)[0].strip() for a in overrides}
     if data_dir is not None:
         raw["data"] = data_section(dict(raw.get("data") or {}), str(data_dir))
+    if raw.get("search") == "auto":
+        raw["search"] = {}
     source = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
     recipe = schema.build(Recipe, raw, source=source)
     data = recipe.data
@@ -328,6 +340,10 @@ def _check_values(recipe: Recipe) -> None:
     if recipe.data.out_of_scope_label is not None and not recipe.data.out_of_scope_label.strip():
         raise BadInput(f"{src}: data.out_of_scope_label is blank; name the label of out-of-scope rows (e.g. oos), "
                        "or null")
+    if recipe.search is not None:
+        from edgetune.search import check_search
+
+        check_search(recipe)
     if recipe.export.validation_samples < 1:
         raise BadInput(f"{src}: export.validation_samples must be >= 1")
     if recipe.export.atol <= 0:

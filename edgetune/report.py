@@ -139,6 +139,10 @@ def markdown(report: Report) -> str:
         "![per-class F1](per_class_f1.png)",
         "",
     ]
+    if report.search:
+        from edgetune.search_report import markdown_lines
+
+        lines += markdown_lines(report.search)
     return "\n".join(lines + _per_class_drops(report) + confidence.markdown_lines(report.confidence))
 
 
@@ -181,4 +185,8 @@ def write_reports(report: Report, out_dir: Path) -> None:
     tradeoff_plot(report.comparison, out_dir / "tradeoff.png", f"{report.target}: accuracy vs p95 (area: size)")
     per_class_plot(report.per_class_f1, report.teacher.per_class_f1, out_dir / "per_class_f1.png",
                    "per-class F1 where the shipped model dropped most")
+    if report.search:
+        from edgetune.search_report import PLOT, pareto_plot
+
+        pareto_plot(report.search, out_dir / PLOT, f"{report.target}: student search (area: size)")
     (out_dir / "report.md").write_text(markdown(report))

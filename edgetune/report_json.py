@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgetune.errors import BadInput
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 
 
@@ -161,6 +161,36 @@ class Confidence:
 
 
 @dataclass
+class SearchCandidate:
+    """One student the search tried (edgetune.search): accuracy, size, and p95 on the target by the search's source."""
+    name: str
+    layers: list[int]  # teacher layers kept
+    method: str  # quantize.method
+    validation_accuracy: float  # what the search chooses by
+    test_accuracy: float  # what it reports
+    size_bytes: int
+    p95_ms: float | None  # on the target, by Search.latency_source; None when there is no source
+    host_p95_ms: float  # this host's, all candidates timed interleaved in one run
+    within_budgets: bool
+    over_budget: list[str] = field(default_factory=list)
+    train_seconds: float = 0.0  # distill + tune + export of its depth, as first built (shared by the depth's methods)
+    quantize_seconds: float = 0.0
+    reused: bool = False  # every stage came from the cache in this build
+
+
+@dataclass
+class Search:
+    """Budget-driven student search: every candidate, the one shipped, and why."""
+    chosen: str
+    reason: str
+    latency_source: str  # device (over SSH) | host (matches the target) | estimate (roofline) | none
+    latency_note: str
+    budgets: dict[str, float]
+    candidates: list[SearchCandidate]
+    seconds: float  # wall time of the searched build, the shipped model's bench included
+
+
+@dataclass
 class Report:
     """What edgetune bench measured and scored for one target: the shipped model, and its comparisons."""
     schema_version: int
@@ -193,6 +223,7 @@ class Report:
     comparison_note: str | None = None
     estimate: dict | None = None  # roofline estimate for a target not at hand (edgetune.roofline); never measured
     confidence: Confidence | None = None  # temperature and abstain threshold (edgetune.confidence)
+    search: Search | None = None  # the candidates a searched build tried (edgetune.search)
 
     def to_json(self) -> dict:
         """The JSON object, optional fields left out when absent."""
