@@ -1,6 +1,6 @@
 """Banking77 ablation: what each training stage buys, from two real builds.
 
-    python benchmarks/banking77/ablation.py --out /tmp/b77-out [--data ../shared/data/banking77]
+    python benchmarks/banking77/ablation.py --out runs/b77 [--data ../shared/data/banking77]
 
 runs (or reuses, through the cache) two builds of the default recipe on Banking77 for x86-avx2 in OUT:
 `edgetune build --target x86-avx2 --data DATA` as is (distilled student, then LoRA) and with
@@ -74,7 +74,7 @@ def row(name: str, metrics: dict, p95: float, p95_ci, layers: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("/tmp/b77-out"))
+    parser.add_argument("--out", type=Path, default=Path("runs/b77"))
     parser.add_argument("--data", type=Path, default=DATA, help="the Banking77 folder (train.csv, test.csv)")
     args = parser.parse_args()
     distilled = build(args.out, args.data)

@@ -40,6 +40,37 @@ RESULTS = REPO / "benchmarks" / "results"
 TARGET = "rpi5"
 
 
+def shown(path: Path | str, folders: dict[str, Path] | None = None, outside: str = "OUT", keep: int = 1) -> str:
+    """`path` as the results record it, naming no folder of this machine: relative to the repository root when
+    inside it, else under the label of the first of `folders` ({label: folder}) holding it, else relative to the
+    repository root when both share a top folder (../shared/data/banking77), else its last `keep` parts under
+    `outside`."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    for label, folder in {"": REPO, **(folders or {})}.items():
+        try:
+            rel = path.relative_to(os.path.abspath(folder))
+        except ValueError:
+            continue
+        return (Path(label) / rel).as_posix() if label else (rel.as_posix() or ".")
+    if len(Path(os.path.commonpath([path, REPO])).parts) > 1:
+        return Path(os.path.relpath(path, REPO)).as_posix()
+    return Path(outside, *path.parts[-keep:]).as_posix()
+
+
+def shown_args(argv: list[str], folders: dict[str, Path] | None = None) -> str:
+    """A command line's arguments with each absolute path (also in NAME=PATH) as `shown` writes it."""
+    out = []
+    for arg in argv:
+        name, eq, value = arg.rpartition("=")
+        if eq and Path(value).is_absolute():  # NAME=PATH: a path outside shows under OUT_NAME
+            out.append(f"{name}={shown(value, folders, 'OUT_' + name.lstrip('-').upper(), keep=3)}")
+        elif Path(arg).is_absolute():
+            out.append(shown(arg, folders))
+        else:
+            out.append(arg)
+    return " ".join(out)
+
+
 def sh(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd)
 
@@ -249,7 +280,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, help="finished rpi5 build of the default recipe (int8-dynamic)")
     parser.add_argument("--fp32", type=Path, help="finished rpi5 build with quantize.method=none")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/edgetune-gate-bench"), help="builds and scratch files")
+    parser.add_argument("--work", type=Path, default=Path("runs/gate-bench"), help="builds and scratch files")
     parser.add_argument("--seed-cache", type=Path, help="an existing --out DIR/cache to start from (skips training)")
     parser.add_argument("--gates", type=int, default=20, help="gates per candidate (identical, extra-dense)")
     parser.add_argument("--fp32-gates", type=int, default=10)
@@ -284,7 +315,7 @@ def main() -> None:
         "extra-dense": (slower, "baseline + one 384x384 dense layer on every token"),
         "fp32": (fp32, "fp32 build of the same recipe"),
     }
-    scenarios = {name: {"what": what, "path": str(path), "true_ratio": true_ratio(base, path, args.reference_seconds),
+    scenarios = {name: {"what": what, "path": shown(path, {"OUT": work}), "true_ratio": true_ratio(base, path, args.reference_seconds),
                         "gates": []} for name, (path, what) in candidates.items()}
     junit = work / "gate.xml"
     schedule = [n for _ in range(args.gates) for n in ("identical", "extra-dense")] + ["fp32"] * args.fp32_gates
@@ -299,7 +330,7 @@ def main() -> None:
     loads = [g["load_1min"] for sc in scenarios.values() for g in sc["gates"]]
     b = gate.load_build(base, "baseline")
     result = {
-        "command": "python benchmarks/gate/run.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/gate/run.py " + shown_args(sys.argv[1:], {"OUT": work}),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "host": host(),
         "load_1min": {"min": min(loads), "max": max(loads), "median": statistics.median(loads)},

@@ -51,6 +51,24 @@ HERE = Path(__file__).resolve().parent
 RESULTS = REPO / "benchmarks" / "results"
 VENV = HERE / ".venv"
 
+
+def shown(path: Path | str, folders: dict[str, Path] | None = None, outside: str = "OUT", keep: int = 1) -> str:
+    """`path` as the results record it, naming no folder of this machine: relative to the repository root when
+    inside it, else under the label of the first of `folders` ({label: folder}) holding it, else relative to the
+    repository root when both share a top folder (../shared/data/banking77), else its last `keep` parts under
+    `outside`."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    for label, folder in {"": REPO, **(folders or {})}.items():
+        try:
+            rel = path.relative_to(os.path.abspath(folder))
+        except ValueError:
+            continue
+        return (Path(label) / rel).as_posix() if label else (rel.as_posix() or ".")
+    if len(Path(os.path.commonpath([path, REPO])).parts) > 1:
+        return Path(os.path.relpath(path, REPO)).as_posix()
+    return Path(outside, *path.parts[-keep:]).as_posix()
+
+
 # Sessions, feeds, timing and the bootstrap are edgetune's runtime, the code the bench stage and the bundle run on:
 # the peers are timed by the same loop and the same statistics as edgetune's own report.
 from edgetune import runtime
@@ -779,8 +797,8 @@ def main() -> None:
         plot_path = RESULTS / f"peers-{label}.png"
         result = {
             "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "build": {"out": os.path.relpath(build.out, REPO), "target": target_name, "data": os.path.relpath(build.data, REPO),
-                      "test_file": os.path.relpath(build.test_file, REPO), "teacher_layers": build.teacher_layers,
+            "build": {"out": shown(build.out), "target": target_name, "data": shown(build.data, outside="DATA"),
+                      "test_file": shown(build.test_file, outside="DATA", keep=2), "teacher_layers": build.teacher_layers,
                       "student_layers": build.student_layers},
             "host": host_description(threads),
             "comparison": comparison,

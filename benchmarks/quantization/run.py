@@ -44,6 +44,24 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 
+
+def shown(path: Path | str, folders: dict[str, Path] | None = None, outside: str = "OUT", keep: int = 1) -> str:
+    """`path` as the results record it, naming no folder of this machine: relative to the repository root when
+    inside it, else under the label of the first of `folders` ({label: folder}) holding it, else relative to the
+    repository root when both share a top folder (../shared/data/banking77), else its last `keep` parts under
+    `outside`."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    for label, folder in {"": REPO, **(folders or {})}.items():
+        try:
+            rel = path.relative_to(os.path.abspath(folder))
+        except ValueError:
+            continue
+        return (Path(label) / rel).as_posix() if label else (rel.as_posix() or ".")
+    if len(Path(os.path.commonpath([path, REPO])).parts) > 1:
+        return Path(os.path.relpath(path, REPO)).as_posix()
+    return Path(outside, *path.parts[-keep:]).as_posix()
+
+
 from edgetune import quantizers, runtime
 from edgetune.console import quiet_libraries
 from edgetune.metrics import classification_scores
@@ -312,9 +330,13 @@ def main() -> None:
     truth = np.array([labels.index(r["label"].strip()) for r in rows])
     measured = measure(variants, texts, truth, labels, args.threads, args.seconds, max_length)
     preset = load_target(target).quantization
-    recipe_calibration = stage.calibration_texts(load_recipe(None, data_dir=data))[1]
+    # The results name no folder of this machine: the export and data folders as `shown` writes them.
+    data_shown = shown(data, outside="DATA")
+    recipe_calibration = stage.calibration_texts(load_recipe(None, data_dir=data))[1].replace(str(data), data_shown)
+    for model in measured["models"].values():
+        model["note"] = model["note"].replace(str(data), data_shown)
     run = {
-        "export": str(export), "data": str(data), "target": target,
+        "export": shown(export), "data": data_shown, "target": target,
         "preset": f"{preset.activation_type} activations, {preset.weight_type} weights, per_channel={preset.per_channel}, "
                   f"reduce_range={preset.reduce_range}",
         "calibration": f"128 texts from {recipe_calibration} (int8 static, int4 gptq)",

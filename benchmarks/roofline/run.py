@@ -38,6 +38,37 @@ REWARM = 2  # untimed runs before them
 LOADS: list[float] = []  # 1-minute load average, once per round
 
 
+def shown(path: Path | str, folders: dict[str, Path] | None = None, outside: str = "OUT", keep: int = 1) -> str:
+    """`path` as the results record it, naming no folder of this machine: relative to the repository root when
+    inside it, else under the label of the first of `folders` ({label: folder}) holding it, else relative to the
+    repository root when both share a top folder (../shared/data/banking77), else its last `keep` parts under
+    `outside`."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    for label, folder in {"": REPO, **(folders or {})}.items():
+        try:
+            rel = path.relative_to(os.path.abspath(folder))
+        except ValueError:
+            continue
+        return (Path(label) / rel).as_posix() if label else (rel.as_posix() or ".")
+    if len(Path(os.path.commonpath([path, REPO])).parts) > 1:
+        return Path(os.path.relpath(path, REPO)).as_posix()
+    return Path(outside, *path.parts[-keep:]).as_posix()
+
+
+def shown_args(argv: list[str], folders: dict[str, Path] | None = None) -> str:
+    """A command line's arguments with each absolute path (also in NAME=PATH) as `shown` writes it."""
+    out = []
+    for arg in argv:
+        name, eq, value = arg.rpartition("=")
+        if eq and Path(value).is_absolute():  # NAME=PATH: a path outside shows under OUT_NAME
+            out.append(f"{name}={shown(value, folders, 'OUT_' + name.lstrip('-').upper(), keep=3)}")
+        elif Path(arg).is_absolute():
+            out.append(shown(arg, folders))
+        else:
+            out.append(arg)
+    return " ".join(out)
+
+
 def feeds_at(model_dir: Path, texts: list[str], session, length: int) -> list[dict]:
     from edgetune import runtime
 
@@ -110,8 +141,9 @@ def mae(errors) -> float:
 
 def write(models, measured, rows, meta):
     RESULTS.mkdir(parents=True, exist_ok=True)
+    names = {k: shown(v, outside=f"OUT_{k.upper()}", keep=3) for k, v in models.items()}  # no folder of this machine
     (RESULTS / "roofline.json").write_text(json.dumps({
-        "meta": meta, "models": {k: str(v) for k, v in models.items()},
+        "meta": meta, "models": names,
         "measured": [{"model": m, "sequence_length": s, "threads": t, **v} for (m, s, t), v in measured.items()],
         "estimates": rows}, indent=1) + "\n")
     lines = ["# Roofline latency estimates vs measurements on this host", "",
@@ -128,7 +160,7 @@ def write(models, measured, rows, meta):
              "all, so load changes hit all alike. The estimated \"target\" is the "
              "x86-avx2 profile with this host's measured peaks: what is tested is the roofline's scaling across sequence "
              "length and threads (the calibration step), not datasheet peaks. Error = estimate / measured - 1.", "",
-             "Models: " + ", ".join(f"{k} = `{v}` ({Path(v).stat().st_size / 1e6:.1f} MB)" if Path(v).exists() else f"{k} = `{v}`"
+             "Models: " + ", ".join(f"{k} = `{names[k]}` ({Path(v).stat().st_size / 1e6:.1f} MB)" if Path(v).exists() else f"{k} = `{names[k]}`"
                                     for k, v in models.items()) + "." + (f" {meta['note']}" if meta.get("note") else ""), "",
              f"## From one reference (sequence {REFERENCE[0]}, {REFERENCE[1]} thread) to every other configuration", ""]
     for model in models:
@@ -180,7 +212,8 @@ def write(models, measured, rows, meta):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
-                        help="an ONNX model inside a bundle (tokenizer.json beside it); repeat for several")
+                        help="an ONNX model inside a bundle (tokenizer.json beside it); repeat for several "
+                             "(with --reestimate: where a model recorded in roofline.json is now)")
     parser.add_argument("--texts", default=str(REPO / "edgetune" / "recipes" / "smart_home" / "test.csv"))
     parser.add_argument("--note", default="", help="what the models are, for the results file")
     parser.add_argument("--reestimate", action="store_true",
@@ -198,7 +231,10 @@ def main():
         data = json.loads((RESULTS / "roofline.json").read_text())
         measured = {(m["model"], m["sequence_length"], m["threads"]): {k: m[k] for k in ("p10", "p50", "p95", "runs")}
                     for m in data["measured"]}
-        models = {k: Path(v) for k, v in data["models"].items()}
+        # Recorded paths are relative to the repository root (or OUT_NAME/... for models outside it): --model
+        # NAME=PATH says where such a model is now.
+        models = {k: REPO / v for k, v in data["models"].items()}
+        models |= {name: Path(path).resolve() for name, _, path in (spec.partition("=") for spec in args.model)}
         meta = data["meta"] | {"reestimated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())} | ({"note": args.note} if args.note else {})
         write(models, measured, estimates(models, measured), meta)
         print((RESULTS / "roofline.md").read_text())
@@ -213,11 +249,11 @@ def main():
     peaks = roofline.host_peaks(1)
     measured = measure_all(models, texts, args.seconds)
     rows = estimates(models, measured)
-    meta = {"args": " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+    meta = {"args": shown_args(sys.argv[1:]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
             "minutes": (time.time() - started) / 60, "cpu": cpu_model_and_flags()[0], "arch": platform.machine(),
             "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
             "load": [load_before, os.getloadavg()[0]], "load_during": [min(LOADS), float(np.median(LOADS)), max(LOADS)], "seconds": args.seconds,
-            "note": args.note, "peaks": {"fp32": peaks.fp32, "int8": peaks.int8, "bandwidth": peaks.bandwidth, "source": peaks.source}}
+            "note": args.note, "peaks": {"fp32": peaks.fp32, "int8": peaks.int8, "bandwidth": peaks.bandwidth, "source": peaks.source.replace(str(Path.home()), "~")}}
     write(models, measured, rows, meta)
     print((RESULTS / "roofline.md").read_text())
 
