@@ -7,8 +7,8 @@ two sets of logits are compared: prediction agreement, max |logit difference|, w
 Emulated time means nothing, so nothing here is timed: correctness only.
 
 Needs root, qemu-user-static, mmdebstrap and unshare (util-linux). The userland and the wheels are downloaded
-once and cached under $EDGETUNE_CACHE/arm64 (default ~/.cache/edgetune/arm64); see /work/shared/arm-emulation.md
-for the facts this follows (onnxruntime >= 1.2x segfaults at import when it reads the host's x86 /proc/cpuinfo,
+once and cached under $EDGETUNE_CACHE/arm64 (default ~/.cache/edgetune/arm64). Why it is done this way
+(onnxruntime >= 1.2x segfaults at import when it reads the host's x86 /proc/cpuinfo,
 hence the private mount namespace with an ARM one bound over it).
 """
 

@@ -120,7 +120,8 @@ def test_predict_from_arguments_gives_json_lines_as_predict_py(base_build):
     result = run_cli("predict", bundle, *texts, "--top-k", "2")
     assert result.exit_code == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    expected = bundle_predict.predict(texts, *bundle_predict.load(bundle))
+    # The CLI answers as predict.py does: with the bundle's calibration (confidence.json) applied.
+    expected = bundle_predict.predict(texts, *bundle_predict.load(bundle), bundle_predict.load_confidence(bundle))
     assert [(x["text"], x["label"]) for x in lines] == [(t, label) for t, (label, _) in zip(texts, expected)]
     for line, (_, score) in zip(lines, expected):
         assert abs(line["score"] - score) < 1e-5

@@ -18,6 +18,14 @@ from helpers import ANSI, REPO, assert_mentions, build, cache_entries, entries_o
 from test_remote import pytestmark as needs_sshd
 from test_remote import sshd  # noqa: F401 -- the throwaway sshd fixture, for the remote-target search
 
+
+def ssh_marks(test):
+    """test_remote.py's marks (skip without OpenSSH, the ssh test group, its timeout) on one test here."""
+    for mark in needs_sshd:
+        test = mark(test)
+    return test
+
+
 SEARCH = {"depths": [1, 2], "methods": ["int8-dynamic", "int4"]}
 
 
@@ -166,7 +174,7 @@ def test_force_rebuilds_each_candidate_entry_once(searched, tmp_path):
     assert result.output.count("quantize: graph fusions") == 4  # each entry rebuilt once, not once per run
 
 
-@needs_sshd
+@ssh_marks
 def test_a_target_with_a_remote_takes_each_candidates_p95_from_the_device(searched, sshd, tmp_path):
     """Over the throwaway sshd on 127.0.0.1 of tests/test_remote.py: the device is this machine."""
     remote, root = sshd
