@@ -144,3 +144,28 @@ def test_compare_scores_and_times_every_model_on_the_runtime(peers, tmp_path):
         assert ratio["ci"][0] <= ratio["ratio"] <= ratio["ci"][1]
     assert 0 <= peer_row["agreement_with_shipped"] <= 1
     json.dumps(result)  # what peers.json holds must serialise
+
+
+def test_a_peer_model_that_fails_at_inference_is_a_recorded_failure_not_a_crash(peers, tmp_path):
+    """A tool can exit 0 with a model that fails at its first inference (out-of-range Gather indices here, as Olive's
+    static int8 of MPNet gives): compare records the runtime's error line for it and times the rest."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    shipped = make_bundle(tmp_path / "out" / "x86-avx2" / "bundle", quantize=True)
+    broken = make_bundle(tmp_path / "work" / "export-0" / "olive-static-int8")
+    model = onnx.load(broken / "model.onnx")
+    gathered = {node.input[0] for node in model.graph.node if node.op_type == "Gather"}
+    table = next(t for t in model.graph.initializer if t.name in gathered and len(t.dims) == 2)
+    table.CopyFrom(numpy_helper.from_array(np.zeros((2, table.dims[1]), np.float32), table.name))  # 2-word vocabulary
+    onnx.save(model, broken / "model.onnx")
+    labels = json.loads((shipped / "labels.json").read_text())
+    build = peers.Build(label="tiny", out=tmp_path / "out", target="x86-avx2", data=SMART_HOME, teacher=None,
+                        student=None, shipped=shipped, max_length=32, test_file=SMART_HOME / "test.csv",
+                        student_layers=1, teacher_layers=1, teacher_max_length=32)
+    variant = peers.Variant("olive static int8", "olive", "student", broken / "model.onnx", broken, labels)
+    result = peers.compare(build, [variant], threads=1, preset_threads=1, seconds=0.5)
+    assert set(result["rows"]) == {"student: edgetune shipped"}
+    assert variant.error.startswith("fails at inference: ") and "Gather" in variant.error
+    assert peers.failures([variant])[0]["error"] == variant.error

@@ -458,11 +458,25 @@ def time_runners(runners: dict[str, runtime.Runner], rule: StopRule, description
         return runtime.measure(runners, rule, on_round=lambda done, _: bar.update(task, completed=done), **INTERLEAVING)
 
 
+def runs_on_a_text(variant: Variant, text: str, build: Build) -> bool:
+    """Whether a built peer model answers at all. A tool can exit 0 with a model that fails at its first inference
+    (Olive's static int8 of MPNet: its quantized relative-position buckets cast to an out-of-range Gather index);
+    that is recorded as the variant's failure, with the runtime's error line, and the variant is not timed."""
+    length = build.teacher_max_length if variant.base == "teacher" else build.max_length
+    try:
+        runtime.logits([text], tokenizer_for(variant.tokenizer, length), runtime.open_session(variant.path, 1))
+        return True
+    except Exception as err:  # onnxruntime raises its own RuntimeError subclasses (Fail, InvalidArgument, ...)
+        variant.error = f"fails at inference: {error_line(str(err))}"
+        print(f"· {variant.base}: {variant.name}: {variant.error[:120]}", flush=True)
+        return False
+
+
 def compare(build: Build, variants: list[Variant], threads: int, preset_threads: int, seconds: float) -> dict:
     texts, truth_names = read_split(build.test_file)
     shipped_labels = json.loads((build.shipped / "labels.json").read_text())
     shipped = Variant("edgetune shipped", "edgetune", "student", build.shipped / "model.onnx", build.shipped, shipped_labels)
-    timed = [shipped] + [v for v in variants if v.path is not None]
+    timed = [shipped] + [v for v in variants if v.path is not None and runs_on_a_text(v, texts[0], build)]
     if preset_threads != threads:
         # As the target preset runs it (its `threads`): the bundle's predict.py opens its session so too.
         timed.append(dataclasses.replace(shipped, name=f"edgetune shipped, preset {preset_threads} thread"
@@ -791,7 +805,7 @@ def main() -> None:
         variants = peer_variants(build, python, work, args.calibration)
         comparison = compare(build, variants, threads, preset_threads, args.seconds)
         rows = comparison["rows"]
-        peers_student = [v for v in variants if v.base == "student" and v.path is not None]
+        peers_student = [v for v in variants if v.base == "student" and v.path is not None and not v.error]
         fastest = min(peers_student, key=lambda v: rows[f"student: {v.name}"]["p50"]) if peers_student else None
         study = None if args.no_session_study else session_study(build, fastest, threads, args.seconds, work)
         plot_path = RESULTS / f"peers-{label}.png"
