@@ -47,26 +47,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from benchmarks.result_paths import shown
 HERE = Path(__file__).resolve().parent
 RESULTS = REPO / "benchmarks" / "results"
 VENV = HERE / ".venv"
-
-
-def shown(path: Path | str, folders: dict[str, Path] | None = None, outside: str = "OUT", keep: int = 1) -> str:
-    """`path` as the results record it, naming no folder of this machine: relative to the repository root when
-    inside it, else under the label of the first of `folders` ({label: folder}) holding it, else relative to the
-    repository root when both share a top folder (../shared/data/banking77), else its last `keep` parts under
-    `outside`."""
-    path = Path(os.path.abspath(Path(path).expanduser()))
-    for label, folder in {"": REPO, **(folders or {})}.items():
-        try:
-            rel = path.relative_to(os.path.abspath(folder))
-        except ValueError:
-            continue
-        return (Path(label) / rel).as_posix() if label else (rel.as_posix() or ".")
-    if len(Path(os.path.commonpath([path, REPO])).parts) > 1:
-        return Path(os.path.relpath(path, REPO)).as_posix()
-    return Path(outside, *path.parts[-keep:]).as_posix()
 
 
 # Sessions, feeds, timing and the bootstrap are edgetune's runtime, the code the bench stage and the bundle run on:
