@@ -13,7 +13,14 @@ Per dataset, through edgetune's own stages (one --out cache, so each teacher tra
 Every KD row is compared with its hard-label row text by text: per test text, correctness averaged over the seeds,
 then a bootstrap over texts of the mean difference (edgetune.metrics.paired_difference).
 
-Writes benchmarks/results/distillation.{md,json,png}; each (dataset, --max-steps) is one section of the same files.
+Writes benchmarks/results/distillation.{md,json,png}; each (dataset, --max-steps) is one section of the same files,
+and a run adds its rows to its section (replacing rows of the same depth and condition, keeping the others). The JSON
+keeps each row's per-text correctness (seeds right, per test text), so a row added later is still compared text by
+text with a hard-label row trained earlier.
+
+Rows can train in parallel, one process per core: edgetune builds one stage at a time per --out, so give each process
+its own --out and one --views folder (a dataset without test.csv is read through a view there, and its path is part
+of every cache key), then report all rows from one --out: `--merge-cache OUT2 OUT3 --cached-only`.
 `--depths 6` adds the whole all-MiniLM-L6-v2 as a student; its hard-label reference is the MiniLM-L6 teacher.
 A folder without test.csv (SNIPS) is tested on its validation.csv, and validation is carved from train.
 """
@@ -23,6 +30,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -38,14 +47,15 @@ RESULTS = REPO / "benchmarks" / "results"
 STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
 DEPTHS = {2: [0, 5], 3: [0, 2, 5], 6: None}  # layers of all-MiniLM-L6-v2 kept; None: all six
 # The MiniLM teacher is trained exactly as the default recipe trains it (its whole teacher section).
+SETTINGS = ("seeds", "max_steps", "epochs", "augment", "temperature", "alpha")  # what a section's heading states
 MINILM_TEACHER = tuple(f"teacher.{k}={json.dumps(v)}" for k, v in schema.read_yaml(DEFAULT_RECIPE)["teacher"].items())
 
 
-def data_view(data: Path, out: Path) -> Path:
-    """The folder itself, or (no test.csv) a view whose test split is the validation file."""
+def data_view(data: Path, views: Path) -> Path:
+    """The folder itself, or (no test.csv) a view in `views` whose test split is the validation file."""
     if (data / "test.csv").exists():
         return data.resolve()
-    view = out / f"data-{data.name}"
+    view = views / f"data-{data.name}"
     view.mkdir(parents=True, exist_ok=True)
     for name, source in (("train.csv", "train.csv"), ("test.csv", "validation.csv")):
         if not (view / name).exists():
@@ -99,14 +109,69 @@ def wait_for_other_build(data: Path, out: Path, overrides: tuple[str, ...]) -> N
         time.sleep(30)
 
 
+def link_cache(out: Path, sources: list[Path]) -> None:
+    """Finished stage folders (and teacher-label memos) of other --out folders, hard-linked into OUT/cache."""
+    def link(source, target):
+        try:
+            os.link(source, target)
+        except OSError:  # another filesystem
+            shutil.copy2(source, target)
+
+    (out / "cache").mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        for entry in sorted((source / "cache").iterdir()):
+            target = out / "cache" / entry.name
+            if entry.name.startswith(".") or target.exists():
+                continue  # staging folders of builds in progress; what this --out already has
+            if entry.is_dir() and (entry / "manifest.json").is_file():
+                shutil.copytree(entry, target, copy_function=link)
+            elif entry.is_file():
+                link(entry, target)
+
+
+def per_text(row: dict) -> np.ndarray | None:
+    """Seed-averaged correctness per test text: as trained in this run, or from the JSON (seeds right per text)."""
+    if "correct" in row:
+        return np.asarray(row["correct"], dtype=float)
+    if "correct_counts" in row:
+        return np.array([int(c) for c in row["correct_counts"]], dtype=float) / len(row.get("accuracy_seeds", [0]))
+    return None
+
+
+def compare(result: dict) -> None:
+    """Each KD row minus the hard-label row of its depth, text by text (paired bootstrap). A 6-layer student has no
+    hard-label row of its own: the MiniLM-L6 teacher is that model, all six layers fine-tuned on hard labels."""
+    minilm = {**result["teachers"][0], "condition": "teacher all-MiniLM-L6-v2"}
+    for row in result["students"]:
+        hard = next((r for r in result["students"] if r["layers"] == row["layers"] and r["condition"] == "hard labels"),
+                    minilm if row["layers"] == 6 else None)
+        if hard is None or row is hard:
+            continue
+        a, b = per_text(row), per_text(hard)
+        if a is not None and b is not None:  # else the row keeps the comparison stored when it was trained
+            row["vs_hard_labels"] = {**paired_difference(a, b), "against": hard["condition"]}
+
+
+def merge(earlier: dict | None, result: dict) -> dict:
+    """This run's rows into the section an earlier run wrote: rows of the same depth and condition are replaced."""
+    if earlier is not None:
+        rerun = {(s["condition"], s["layers"]) for s in result["students"]}
+        result["students"] += [s for s in earlier["students"] if (s["condition"], s["layers"]) not in rerun]
+        result["settings"] = {**earlier["settings"], **result["settings"]}
+    result["settings"]["depths"] = sorted({s["layers"] for s in result["students"]})
+    result["students"].sort(key=lambda s: (s["layers"], s["condition"] != "hard labels", s["condition"]))
+    compare(result)
+    return result
+
+
 def run_dataset(args) -> dict:
-    data = data_view(args.data, args.out)
+    data = data_view(args.data, args.views or args.out)
     test_rows = list(csv.DictReader((data / "test.csv").open(encoding="utf-8-sig")))
     train_labels = sorted({r["label"].strip() for r in csv.DictReader((data / "train.csv").open(encoding="utf-8-sig"))})
     truth = np.array([train_labels.index(r["label"].strip()) for r in test_rows if r["text"].strip()])
     n = len(train_labels)
     result = {"dataset": args.data.name, "test_texts": len(truth), "labels": n, "teachers": [], "students": [],
-              "settings": {k: v for k, v in vars(args).items() if k not in ("data", "out")}}
+              "settings": {k: v for k, v in vars(args).items() if k in SETTINGS}}
     for name, depth, overrides in conditions(args):
         if args.only and not any(f"{depth}:{name}" == o for o in args.only):
             continue
@@ -142,15 +207,6 @@ def run_dataset(args) -> dict:
                                    "max_length": metrics.get("max_length"), "correct": correct.tolist()})
     # Would two teachers beat one? Their summed logits, scored on the test split (no student trained on them).
     result["teacher_ensemble"] = classification_scores(truth, sum(teacher_logits).argmax(-1), n)
-    result["students"].sort(key=lambda s: (s["layers"], s["condition"] != "hard labels", s["condition"]))
-    # A 6-layer student has no hard-label row of its own: the MiniLM-L6 teacher is that model, all six layers
-    # fine-tuned on hard labels (by the default recipe's teacher settings).
-    minilm = {"correct": result["teachers"][0]["correct"], "condition": "teacher all-MiniLM-L6-v2"}
-    for row in result["students"]:
-        hard = next((r for r in result["students"] if r["layers"] == row["layers"] and r["condition"] == "hard labels"),
-                    minilm if row["layers"] == 6 else None)
-        if hard is not None and row is not hard:
-            row["vs_hard_labels"] = {**paired_difference(row["correct"], hard["correct"]), "against": hard["condition"]}
     return result
 
 
@@ -189,11 +245,20 @@ def write(results: list[dict], args) -> None:
                   f"{100 * best['accuracy'] / best_teacher:.1f}% of the best teacher (fp32 PyTorch, before export "
                   "and quantization).", ""]
     (RESULTS / "distillation.md").write_text("\n".join(lines))
-    slim = [{**r, "teachers": [{k: v for k, v in t.items() if k != "correct"} for t in r["teachers"]],
-             "students": [{k: v for k, v in s.items() if k != "correct"} for s in r["students"]]} for r in results]
+    slim = [{**r, "teachers": [stored(t) for t in r["teachers"]], "students": [stored(s) for s in r["students"]]}
+            for r in results]
     (RESULTS / "distillation.json").write_text(json.dumps(slim, indent=1))
     plot(results)
     print("\n".join(lines))
+
+
+def stored(row: dict) -> dict:
+    """A row as the JSON keeps it: per-text correctness as one digit per text (how many seeds got it right)."""
+    if "correct" not in row:
+        return row
+    seeds = len(row.get("accuracy_seeds", [0]))
+    counts = "".join(str(round(c * seeds)) for c in row["correct"])
+    return {**{k: v for k, v in row.items() if k != "correct"}, "correct_counts": counts}
 
 
 def plot(results: list[dict]) -> None:
@@ -234,14 +299,19 @@ def main() -> None:
                         help='train and report only these rows, e.g. "3:KD from MPNet" (parallel runs share --out)')
     parser.add_argument("--cached-only", action="store_true",
                         help="report the rows already built for every seed; train nothing new")
+    parser.add_argument("--views", type=Path, default=None,
+                        help="where views of folders without test.csv go (default --out); one folder for parallel runs")
+    parser.add_argument("--merge-cache", type=Path, nargs="+", default=[], metavar="OUT",
+                        help="hard-link the finished stages of these --out folders (parallel runs) into --out first")
     args = parser.parse_args()
+    link_cache(args.out, args.merge_cache)
     result = run_dataset(args)
     path = RESULTS / "distillation.json"
-    # One entry per dataset and step budget: a run replaces its own, and sits beside the others.
-    earlier = [r for r in (json.loads(path.read_text()) if path.exists() else [])
-               if (r["dataset"], r["settings"]["max_steps"]) != (result["dataset"], args.max_steps)]
-    # The merged files keep per-text correctness only for this run; earlier datasets keep their summaries.
-    write(earlier + [result], args)
+    # One section per dataset and step budget: a run adds its rows to its own, beside the others.
+    sections = json.loads(path.read_text()) if path.exists() else []
+    same = lambda r: (r["dataset"], r["settings"]["max_steps"]) == (result["dataset"], args.max_steps)
+    earlier = next((r for r in sections if same(r)), None)
+    write([r for r in sections if not same(r)] + [merge(earlier, result)], args)
 
 
 if __name__ == "__main__":
