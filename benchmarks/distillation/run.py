@@ -156,9 +156,12 @@ def merge(earlier: dict | None, result: dict) -> dict:
     """This run's rows into the section an earlier run wrote: rows of the same depth and condition are replaced."""
     if earlier is not None:
         rerun = {(s["condition"], s["layers"]) for s in result["students"]}
-        result["students"] += [s for s in earlier["students"] if (s["condition"], s["layers"]) not in rerun]
+        result["students"] += [{"seeds": earlier["settings"]["seeds"], **s} for s in earlier["students"]
+                               if (s["condition"], s["layers"]) not in rerun]
         result["settings"] = {**earlier["settings"], **result["settings"]}
-    result["settings"]["depths"] = sorted({s["layers"] for s in result["students"]})
+    students = result["students"]
+    result["settings"]["depths"] = sorted({s["layers"] for s in students})
+    result["settings"]["seeds"] = sorted({seed for s in students for seed in s.get("seeds", result["settings"]["seeds"])})
     result["students"].sort(key=lambda s: (s["layers"], s["condition"] != "hard labels", s["condition"]))
     compare(result)
     return result
@@ -189,7 +192,7 @@ def run_dataset(args) -> dict:
             runs.append({"seed": seed, **score, "seconds": manifest["seconds"], "correct": correct,
                          "max_length": metrics.get("max_length")})
         result["students"].append({
-            "condition": name, "layers": depth, "overrides": list(overrides),
+            "condition": name, "layers": depth, "overrides": list(overrides), "seeds": list(args.seeds),
             "accuracy": float(np.mean([r["accuracy"] for r in runs])),
             "accuracy_seeds": [r["accuracy"] for r in runs],
             "macro_f1": float(np.mean([r["macro_f1"] for r in runs])),
