@@ -38,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # for benchmarks.result_paths
 from benchmarks.result_paths import shown, shown_args
+from edgetune import artifacts
 RESULTS = REPO / "benchmarks" / "results"
 TARGET = "rpi5"
 
@@ -94,6 +95,10 @@ def extra_dense(base: Path, dst: Path) -> Path:
                              name="gate_bench_extra_dense")
     graph.node.insert(list(graph.node).index(last) + 1, extra)
     onnx.save(model, str(dst / "bundle" / "model.onnx"))
+    # What a rebuild with this change would record: the gate measures only bundles whose manifest matches them.
+    manifest = artifacts.read_manifest(dst / "bundle")
+    manifest.update(files=artifacts.folder_hashes(dst / "bundle"), sizes=artifacts.folder_sizes(dst / "bundle"))
+    artifacts.write_json(dst / "bundle" / artifacts.MANIFEST, manifest)
     return dst
 
 
