@@ -697,7 +697,7 @@ def markdown(results: dict) -> str:
 
 
 def verdicts(rows: dict) -> list[str]:
-    """Plain sentences computed from the table: the same-graph and the end-to-end question of issue 12."""
+    """Plain sentences computed from the table: the same-student and the end-to-end comparisons."""
     shipped = rows["student: edgetune shipped"]
     out = []
     peers_student = {k: r for k, r in rows.items() if r["base"] == "student" and r["tool"] != "edgetune"}
@@ -710,7 +710,7 @@ def verdicts(rows: dict) -> list[str]:
         p50 = r.get("p50_vs_shipped", ratio)
         p50_inverse = [1 / p50["ratio"], 1 / p50["ci"][1], 1 / p50["ci"][0]]
         meets = inverse[2] <= 0.9 and shipped["accuracy"] >= r["accuracy"]
-        out.append(f"Same student graph, same threads ({r['threads']}): fastest peer variant is {r['variant']} ({r['tool']}), "
+        out.append(f"Same student (same weights, each tool's own graph of it), same threads ({r['threads']}): fastest peer variant is {r['variant']} ({r['tool']}), "
                    f"p95 {ms(r['p95'])} ms [{ms(r['p95_ci'][0])}, {ms(r['p95_ci'][1])}] at accuracy {r['accuracy']:.4f}; "
                    f"edgetune's shipped model p95 {ms(shipped['p95'])} ms [{ms(shipped['p95_ci'][0])}, {ms(shipped['p95_ci'][1])}] "
                    f"at {shipped['accuracy']:.4f}: shipped/peer p95 = {inverse[0]:.2f} [{inverse[1]:.2f}, {inverse[2]:.2f}], p50 = "
