@@ -72,3 +72,15 @@ def test_merge_cache_links_finished_stages_only(bench, tmp_path):
     (other / "labels-teacher-abc-1.npy").write_bytes(b"x")
     bench.link_cache(tmp_path / "out", [tmp_path / "other"])
     assert sorted(p.name for p in (tmp_path / "out" / "cache").iterdir()) == ["labels-teacher-abc-1.npy", "teacher-abc"]
+
+
+def test_teachers_not_built_in_this_run_keep_their_earlier_rows(bench):
+    earlier = bench.merge(None, {**section([row("hard labels", 3, np.ones((1, 20)))], np.ones(20)),
+                                 "teacher_ensemble": {"accuracy": 0.5}})
+    earlier["teachers"].append({"model": "all-mpnet-base-v2", "accuracy": 0.9})
+    now = {"dataset": "d", "settings": {"max_steps": 10, "seeds": [0]}, "teachers": [],
+           "students": [row("hard labels, max_length 32", 3, np.zeros((1, 20)))]}
+    merged = bench.merge(earlier, now)
+    assert [t["model"] for t in merged["teachers"]] == ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]
+    assert merged["teacher_ensemble"] == {"accuracy": 0.5}
+    assert len(merged["students"]) == 2

@@ -141,7 +141,8 @@ def per_text(row: dict) -> np.ndarray | None:
 def compare(result: dict) -> None:
     """Each KD row minus the hard-label row of its depth, text by text (paired bootstrap). A 6-layer student has no
     hard-label row of its own: the MiniLM-L6 teacher is that model, all six layers fine-tuned on hard labels."""
-    minilm = {**result["teachers"][0], "condition": "teacher all-MiniLM-L6-v2"}
+    minilm = next(({**t, "condition": "teacher all-MiniLM-L6-v2"} for t in result["teachers"]
+                   if t["model"] == "all-MiniLM-L6-v2"), None)
     for row in result["students"]:
         hard = next((r for r in result["students"] if r["layers"] == row["layers"] and r["condition"] == "hard labels"),
                     minilm if row["layers"] == 6 else None)
@@ -155,6 +156,11 @@ def compare(result: dict) -> None:
 def merge(earlier: dict | None, result: dict) -> dict:
     """This run's rows into the section an earlier run wrote: rows of the same depth and condition are replaced."""
     if earlier is not None:
+        if len(result["teachers"]) < 2:  # --cached-only without both teachers built: keep the reported ones
+            result["teachers"] = [next((t for t in result["teachers"] if t["model"] == old["model"]), old)
+                                  for old in earlier["teachers"]]
+            if "teacher_ensemble" in earlier:
+                result.setdefault("teacher_ensemble", earlier["teacher_ensemble"])
         rerun = {(s["condition"], s["layers"]) for s in result["students"]}
         result["students"] += [{"seeds": earlier["settings"]["seeds"], **s} for s in earlier["students"]
                                if (s["condition"], s["layers"]) not in rerun]
@@ -202,14 +208,18 @@ def run_dataset(args) -> dict:
         })
     teacher_logits = []
     for name, overrides in (("all-MiniLM-L6-v2", MINILM_TEACHER), ("all-mpnet-base-v2", ())):
+        if args.cached_only and not cached("teacher", data, args.out, overrides):
+            print(f"teacher {name} not built: its row stays as an earlier run reported it")
+            continue
         folder, metrics, _ = run_stage("teacher", data, args.out, overrides)
         manifest = json.loads((folder / "manifest.json").read_text())
         correct, score = scores(folder, truth, n)
         teacher_logits.append(np.load(folder / "test_logits.npy"))
         result["teachers"].append({"model": name, **score, "seconds": manifest["seconds"],
                                    "max_length": metrics.get("max_length"), "correct": correct.tolist()})
-    # Would two teachers beat one? Their summed logits, scored on the test split (no student trained on them).
-    result["teacher_ensemble"] = classification_scores(truth, sum(teacher_logits).argmax(-1), n)
+    if len(teacher_logits) == 2:
+        # Would two teachers beat one? Their summed logits, scored on the test split (no student trained on them).
+        result["teacher_ensemble"] = classification_scores(truth, sum(teacher_logits).argmax(-1), n)
     return result
 
 
@@ -232,7 +242,7 @@ def write(results: list[dict], args) -> None:
         for t in res["teachers"]:
             lines.append(f"| teacher {t['model']} (max_length {t['max_length']:.0f}) | – | {t['accuracy']:.4f} | "
                          f"{t['macro_f1']:.4f} | – | {t['seconds']:.0f} |")
-        ens = res["teacher_ensemble"]
+        ens = res.get("teacher_ensemble") or {"accuracy": float("nan"), "macro_f1": float("nan")}
         lines.append(f"| both teachers' logits summed (not trained; would a two-teacher KD gain?) | – | "
                      f"{ens['accuracy']:.4f} | {ens['macro_f1']:.4f} | – | – |")
         for s in res["students"]:
