@@ -164,7 +164,7 @@ def merge(earlier: dict | None, result: dict) -> dict:
         rerun = {(s["condition"], s["layers"]) for s in result["students"]}
         result["students"] += [{"seeds": earlier["settings"]["seeds"], **s} for s in earlier["students"]
                                if (s["condition"], s["layers"]) not in rerun]
-        result["settings"] = {**earlier["settings"], **result["settings"]}
+        result["settings"] = {k: v for k, v in {**earlier["settings"], **result["settings"]}.items() if k in SETTINGS}
     students = result["students"]
     result["settings"]["depths"] = sorted({s["layers"] for s in students})
     result["settings"]["seeds"] = sorted({seed for s in students for seed in s.get("seeds", result["settings"]["seeds"])})
