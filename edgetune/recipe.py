@@ -120,8 +120,6 @@ class ExportConfig:
     # are the commonest words, a backstop for words the training data never used.
     prune_keep_first: int = 0
     prune_min_match: float = 0.995  # test-split prediction match rate (pruned vs unpruned) below which export fails
-    # BERT-style classifiers: the last feed-forward block runs on the token the head reads only (head_token.py).
-    head_token_only: bool = True
 
 
 @dataclass(frozen=True)

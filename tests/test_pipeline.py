@@ -219,7 +219,6 @@ def test_exported_onnx_matches_the_merged_model(base_build):
 
     export = entry(base_build.out, "export")
     assert manifest(export)["metrics"]["max_abs_diff"] <= 1e-4
-    assert manifest(export)["metrics"]["head_token_only"] == 1.0  # the rewritten graph, checked against the model
     merged = AutoModelForSequenceClassification.from_pretrained(export / "merged").eval()
     tokenizer = AutoTokenizer.from_pretrained(export)
     texts = ["turn off the kitchen lights", "what is the weather like in the garden tomorrow morning"]

@@ -4,9 +4,7 @@ Reads: distill/model, tune/adapter, the recipe's test split (real inputs for val
        export.prune_vocab, the train and validation splits (the tokens to keep).
 Writes: merged/ (AutoModelForSequenceClassification folder), model.onnx (dynamic batch and sequence
         axes), tokenizer files and labels.json beside it (all with the pruned vocabulary when pruning).
-With export.head_token_only (the default), the last feed-forward block of a BERT-style classifier runs only on the
-token its head reads (edgetune.head_token): the same logits for less work.
-Validation: the largest |onnx - torch| logit difference (against the model as trained, not the rewritten one) on real padded batches must not exceed
+Validation: the largest |onnx - torch| logit difference on real padded batches must not exceed
 export.atol, else the stage fails. With pruning, the pruned ONNX model read through the bundle's tokenizer
 path (tokenizers' Tokenizer.from_file) must predict the unpruned model's label on at least
 export.prune_min_match of the test split, and that tokenizer must give the transformers tokenizer's ids.
@@ -47,18 +45,6 @@ def export_onnx(model, names: tuple[str, ...], path: Path, opset: int, sample: d
         model, (), str(path), kwargs={n: torch.from_numpy(sample[n]) for n in names},
         input_names=list(names), output_names=["logits"], dynamic_axes=dynamic, opset_version=opset, dynamo=False,
     )
-
-
-def head_token_rewrite(model):
-    """The model with its last feed-forward block on the classifier's token; the model itself where that cannot apply."""
-    from edgetune import head_token
-
-    reason = head_token.unsupported(model)
-    if reason:
-        log(f"export.head_token_only: left as is ({reason})")
-        return model
-    log("export: the last feed-forward block runs on the first token only, the one the classifier reads (same logits)")
-    return head_token.first_token_last_layer(model)
 
 
 def max_difference(model, onnx_path: Path, names, batches: list[dict]) -> float:
@@ -162,10 +148,9 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     batches = [pad_batch(rows[i : i + 16], tokenizer.pad_token_id) for i in range(0, len(rows), 16)]
     batches.append(pad_batch(rows[:1], tokenizer.pad_token_id))  # batch 1: the shape an edge device runs
     onnx_path = out_dir / "model.onnx"
-    exported = head_token_rewrite(model) if recipe.export.head_token_only else model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_onnx(exported, names, onnx_path, recipe.export.opset, batches[0])
+        export_onnx(model, names, onnx_path, recipe.export.opset, batches[0])
     worst = max_difference(model, onnx_path, names, batches)
     log(f"ONNX vs PyTorch on {len(rows)} test inputs: max |logit difference| {worst:.2e} (atol {recipe.export.atol:g})")
     if worst > recipe.export.atol:
@@ -189,4 +174,4 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
             )
     shutil.copy(inputs["tune"] / "labels.json", out_dir / "labels.json")
     return {"max_abs_diff": worst, "size_bytes": float(onnx_path.stat().st_size), "opset": float(recipe.export.opset),
-            "head_token_only": float(exported is not model), **pruning}
+            **pruning}
