@@ -84,7 +84,8 @@ def main() -> None:
     test = lambda m: {"accuracy": m["metrics"]["test_accuracy"], "macro_f1": m["metrics"]["test_macro_f1"]}  # noqa: E731
     layers = report["student"]["layers"]
     kd = distilled["manifests"]["distill"]["material"]["config"]["distill"]
-    max_length = distilled["manifests"]["export"]["material"]["config"]["data"]["max_length"]
+    # The length the build ran at (data.max_length may be `auto`): the distill stage records what it resolved to.
+    max_length = int(distilled["manifests"]["distill"]["metrics"]["max_length"])
     gain = paired_difference(test_correct(distilled["folders"]["export"], args.data, max_length),
                        test_correct(hard["folders"]["export"], args.data, max_length))
     # The four 2-layer rows share one graph (LoRA is merged), so each p95 is the distilled build's, where the
