@@ -54,7 +54,7 @@ def main() -> None:
     lines = ["# Cross-tokenizer distillation: all-mpnet-base-v2 → all-MiniLM-L6-v2 (smart-home intents)", "",
              f"`python benchmarks/cross_tokenizer/run.py --out {shown(args.out)}`: one build of "
              f"`benchmarks/cross_tokenizer/recipe.yaml` for {TARGET} on {host['cpu']} ({host['arch']}, "
-             f"{host['cores']} cores, {host['threads']} threads, onnxruntime {host['onnxruntime']}). The tokenizers "
+             f"{host['cores']} cores, {host['threads']} intra-op thread(s), onnxruntime {host['onnxruntime']}). The tokenizers "
              "differ, so each model tokenizes the raw text and only the logits are distilled. Test split: "
              f"{report['test_examples']} utterances.", "",
              "| model | layers | test accuracy | macro-F1 | % of teacher | p95 ms (95% CI) | size MB |",
