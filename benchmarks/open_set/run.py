@@ -28,10 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from edgetune import confidence, report_json, runtime
-from edgetune.data import load_dataset, read_csv
+from edgetune.data import load_dataset
+from edgetune.readers import read_csv_table
 from edgetune.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # for benchmarks.build_stages
+from benchmarks.build_stages import stage_manifests  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data" / "snips"
 RESULTS = REPO / "benchmarks" / "results"
 TARGET = "x86-avx2"
@@ -44,8 +48,8 @@ OVERRIDES = (f"data.out_of_scope_label={OOS}", f"confidence.threshold_rule={RULE
 def write_open_set(source: Path, held_out: list[str], folder: Path) -> dict:
     """train.csv without the held-out intents; test.csv = SNIPS validation.csv with them relabelled out of scope."""
     folder.mkdir(parents=True, exist_ok=True)
-    train = read_csv(source / "train.csv", ("text", "label"))
-    test = read_csv(source / "validation.csv", ("text", "label"))
+    train = read_csv_table(source / "train.csv").rows
+    test = read_csv_table(source / "validation.csv").rows
     missing = set(held_out) - {r["label"] for r in train}
     if missing:
         sys.exit(f"--held-out: {', '.join(sorted(missing))} not among {source / 'train.csv'}'s intents")
@@ -73,14 +77,7 @@ def build(data: Path, out: Path) -> None:
 def stage_seconds(out: Path) -> dict[str, float]:
     """How long each stage of the shipped build took when it was built (from the cache manifests, so a rerun of
     this script, which reuses every stage, still reports the original build's times)."""
-    bundle = json.loads((out / TARGET / "bundle" / "manifest.json").read_text())
-    keys = dict(bundle["material"]["upstream"])
-    manifest = lambda stage: json.loads(next((out / "cache").glob(f"{stage}-{keys[stage][:16]}"))  # noqa: E731
-                                        .joinpath("manifest.json").read_text())
-    keys["tune"] = manifest("export")["material"]["upstream"]["tune"]
-    seconds = {stage: manifest(stage)["seconds"] for stage in ("teacher", "distill", "tune", "export", "quantize",
-                                                               "baseline")}
-    return seconds | {"bench": bundle["seconds"]}
+    return {stage: m["seconds"] for stage, m in stage_manifests(out, TARGET).items()}
 
 
 def bundle_logits(bundle: Path, dataset) -> dict[str, np.ndarray]:
