@@ -26,6 +26,9 @@ from edgetune import report_json
 from edgetune.metrics import paired_difference
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # for benchmarks.build_stages
+from benchmarks.build_stages import stage_folders, stage_manifests  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data" / "banking77"
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -37,21 +40,10 @@ def build(out: Path, data: Path, *overrides: str) -> dict:
         args += ["--set", o]
     subprocess.run(args, check=True)
     report = report_json.read(out / "x86-avx2" / "report.json").to_json()  # checked against the one definition
-    bundle_manifest = json.loads((out / "x86-avx2" / "bundle" / "manifest.json").read_text())
-    upstream = bundle_manifest["material"]["upstream"]
-    manifests, folders = {}, {}
-    for stage in ("teacher", "distill", "tune", "export", "quantize"):
-        key = upstream.get(stage) or _key_of(out, stage, bundle_manifest)
-        folders[stage] = next((out / "cache").glob(f"{stage}-{key[:16]}"))
-        manifests[stage] = json.loads(folders[stage].joinpath("manifest.json").read_text())
+    trained = ("teacher", "distill", "tune", "export", "quantize")  # the stages whose times the table reports
+    folders = {s: f for s, f in stage_folders(out, "x86-avx2").items() if s in trained}
+    manifests = {s: m for s, m in stage_manifests(out, "x86-avx2").items() if s in trained}
     return {"report": report, "manifests": manifests, "folders": folders}
-
-
-def _key_of(out: Path, stage: str, bundle_manifest: dict) -> str:
-    # bench names teacher/export/quantize/baseline upstream; distill and tune are found through export's manifest.
-    export_key = bundle_manifest["material"]["upstream"]["export"]
-    export = json.loads(next((out / "cache").glob(f"export-{export_key[:16]}")).joinpath("manifest.json").read_text())
-    return export["material"]["upstream"][stage]
 
 
 def test_correct(export_dir: Path, data: Path, max_length: int) -> np.ndarray:

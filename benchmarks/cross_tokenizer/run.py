@@ -18,24 +18,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # for benchmarks.result_paths
+from benchmarks.build_stages import stage_manifests  # noqa: E402
 from benchmarks.result_paths import shown  # noqa: E402
 from edgetune import report_json  # noqa: E402
 
 RECIPE = REPO / "benchmarks" / "cross_tokenizer" / "recipe.yaml"
 RESULTS = REPO / "benchmarks" / "results"
 TARGET = "x86-avx2"
-
-
-def stage_seconds(out: Path) -> dict[str, float]:
-    """Seconds each stage of the bundle's build took (the newest cache entry of each stage)."""
-    upstream = json.loads((out / TARGET / "bundle" / "manifest.json").read_text())["material"]["upstream"]
-    export = json.loads(next((out / "cache").glob(f"export-{upstream['export'][:16]}")).joinpath("manifest.json").read_text())
-    keys = {**export["material"]["upstream"], **upstream}
-    seconds = {}
-    for stage in ("teacher", "distill", "tune", "export", "quantize", "baseline"):
-        folder = next((out / "cache").glob(f"{stage}-{keys[stage][:16]}"))
-        seconds[stage] = json.loads((folder / "manifest.json").read_text())["seconds"]
-    return seconds
 
 
 def main() -> None:
@@ -46,7 +35,7 @@ def main() -> None:
                     "--out", str(args.out)], check=True)
     report = report_json.read(args.out / TARGET / "report.json").to_json()
     comp, host, speed = report["comparison"], report["host"], report["speedup_vs_teacher_p95"]
-    seconds = stage_seconds(args.out)
+    seconds = {stage: m["seconds"] for stage, m in stage_manifests(args.out, TARGET).items() if stage != "bench"}
     rows = [("teacher all-mpnet-base-v2, fine-tuned, fp32 ONNX", 12, comp["teacher_fp32"]),
             ("student all-MiniLM-L6-v2, distilled, fp32 ONNX", report["student"]["layers"], comp["student_fp32"]),
             (f"student, {report['quantization']} (shipped)", report["student"]["layers"], comp["shipped"])]
