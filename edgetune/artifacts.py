@@ -48,6 +48,14 @@ def folder_sizes(folder: Path) -> dict[str, int]:
     }
 
 
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """`manifest` with the sha256 and size of every file in `folder`, as folder/manifest.json (write it last: its
+    presence marks the folder complete, and `damage` checks the files against it)."""
+    manifest["files"] = folder_hashes(folder)
+    manifest["sizes"] = folder_sizes(folder)
+    write_json(folder / MANIFEST, manifest)
+
+
 def damage(folder: Path, manifest: dict) -> str | None:
     """What differs between `folder` and the files its manifest records, or None when every file matches.
 

@@ -297,9 +297,7 @@ def _build(s: Stage, recipe: Recipe, target: Target, out_root: Path, fingerprint
             "material": fingerprint["material"],
         }
         manifest_dir = tmp / "bundle" if not s.cacheable else tmp
-        manifest["files"] = artifacts.folder_hashes(manifest_dir)
-        manifest["sizes"] = artifacts.folder_sizes(manifest_dir)
-        artifacts.write_json(manifest_dir / artifacts.MANIFEST, manifest)  # last: marks the entry complete
+        artifacts.write_manifest(manifest_dir, manifest)  # last: marks the entry complete
         if distributed.is_main():
             artifacts.publish(tmp, folder)
     return Outcome(s.name, "measured" if not s.cacheable else "built", seconds, folder, metrics)
