@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune import artifacts, pipeline, schema
+from edgetune import pipeline, schema
 from edgetune.metrics import classification_scores, paired_difference
 from edgetune.recipe import DEFAULT_RECIPE, load_recipe
 from edgetune.targets import load_target
@@ -97,16 +97,6 @@ def conditions(args) -> list[tuple[str, int, tuple[str, ...]]]:
         if args.length32 and depth == 3:
             extra.append(("hard labels, max_length 32", depth, student + hard + MINILM_TEACHER + ("data.max_length=32",)))
     return rows + extra
-
-
-def wait_for_other_build(data: Path, out: Path, overrides: tuple[str, ...]) -> None:
-    """Another process (a build of the same recipe) may be training this row's teacher: wait for it rather than
-    train it twice on the same cores."""
-    recipe = load_recipe("accuracy", data_dir=data, overrides=overrides)
-    key = pipeline.fingerprints(recipe, load_target("x86-avx2"))["teacher"]["key"]
-    artifacts.remove_stale_staging(out)  # a killed process's folder is not a build in progress
-    while any(True for _ in (out / "cache").glob(f".tmp-*-teacher-{key[:16]}")):
-        time.sleep(30)
 
 
 def link_cache(out: Path, sources: list[Path]) -> None:
@@ -189,7 +179,6 @@ def run_dataset(args) -> dict:
         if args.cached_only and not all(cached("distill", data, args.out, o) for o in seeded.values()):
             print(f"not reported (not built for every seed): {depth} layers, {name}")
             continue
-        wait_for_other_build(data, args.out, overrides)
         runs = []
         for seed in args.seeds:
             folder, metrics, seconds = run_stage("distill", data, args.out, seeded[seed])
@@ -309,7 +298,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--length32", action="store_true", help="add the 3-layer hard-label row at max_length 32")
     parser.add_argument("--only", nargs="+", metavar="DEPTH:CONDITION",
-                        help='train and report only these rows, e.g. "3:KD from MPNet" (parallel runs share --out)')
+                        help='train and report only these rows, e.g. "3:KD from MPNet" (parallel runs: see --merge-cache)')
     parser.add_argument("--cached-only", action="store_true",
                         help="report the rows already built for every seed; train nothing new")
     parser.add_argument("--views", type=Path, default=None,
