@@ -62,7 +62,7 @@ STAGES: tuple[Stage, ...] = (
           summary="LoRA on the student (peft), head trained fully"),
     Stage("export", ("distill", "tune"), ("data", "export"), (), _data_files, 2,
           summary="merge LoRA, ONNX export, validate against PyTorch"),
-    Stage("quantize", ("export",), ("seed", "data", "quantize"), ("quantization",), _calibration_files, 4,
+    Stage("quantize", ("export",), ("seed", "data", "quantize"), ("quantization",), _calibration_files, 5,
           summary="graph fusions + int8/int4 quantization with the target's preset"),
     Stage("baseline", ("teacher",), ("data", "export"), (), _data_files, 2,
           summary="the teacher as fp32 ONNX: the reference for speed-ups"),

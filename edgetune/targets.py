@@ -25,7 +25,7 @@ class Budgets:
 
 @dataclass(frozen=True)
 class QuantizationPreset:
-    """How int8 is laid out for this ISA (onnxruntime.quantization arguments)."""
+    """How int8 is laid out for this ISA (onnxruntime.quantization arguments), and the float graph fused before it."""
 
     weight_type: Literal["int8", "uint8"] = "int8"
     activation_type: Literal["int8", "uint8"] = "uint8"
@@ -34,6 +34,9 @@ class QuantizationPreset:
     symmetric_activations: bool = False
     symmetric_weights: bool = True
     op_types: tuple[str, ...] = ()  # empty: every op type onnxruntime can quantize (embeddings included)
+    # False: residual Add + LayerNormalization stay two ops (quantizers.graph.residual_adds_as_sum says why); True
+    # where the execution provider's SkipLayerNormalization kernel is the fast one (CUDA).
+    fuse_skip_layer_norm: bool = False
 
 
 @dataclass(frozen=True)

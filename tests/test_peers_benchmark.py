@@ -81,11 +81,25 @@ def test_verdicts_say_which_wins_on_what(peers):
     same, olive, optimum = peers.verdicts(rows)
     # shipped/peer = 1/1.2 = 0.83, interval [1/1.3, 1/1.1] = [0.77, 0.91]: upper bound above 0.9, and less accurate.
     assert "fastest peer variant is olive dynamic int8" in same and "0.83 [0.77, 0.91]" in same
-    assert "does not meet" in same
+    assert "does not meet" in same and "accuracy unpaired" in same
     assert "olive's best teacher variant (olive dynamic int8" in olive and "0.80 points less accurate" in olive
     assert "the peer wins on accuracy" in olive
     # optimum's best: the fastest within 0.5 points of its most accurate variant (int8 at 0.925 vs fp32 at 0.927).
     assert "optimum-cli's best teacher variant (optimum int8 avx2" in optimum and "4.0x faster" in optimum
+
+
+@pytest.mark.parametrize("ratio, paired, verdict", [
+    ((1.3, 1.2, 1.4), {"gain": 0.001, "ci": [-0.004, 0.006]}, "equal (meets"),  # interval holds 0: equal accuracy
+    ((1.3, 1.2, 1.4), {"gain": 0.006, "ci": [0.002, 0.010]}, "worse (does not meet"),  # the peer is surely better
+    ((1.3, 1.2, 1.4), {"gain": -0.002, "ci": [-0.006, 0.001]}, "better (meets"),
+    ((1.2, 1.1, 1.3), {"gain": -0.002, "ci": [-0.006, 0.001]}, "better (does not meet"),  # upper bound 1/1.1 > 0.9
+])
+def test_same_student_bar_takes_the_p95_upper_bound_and_the_paired_accuracy_interval(peers, ratio, paired, verdict):
+    rows = {"student: edgetune shipped": row("edgetune", "student", "edgetune shipped", 0.918, 1.0, 16e6),
+            "student: olive dynamic int8": row("olive", "student", "olive dynamic int8", 0.919, 1.3, 16e6, ratio)}
+    rows["student: olive dynamic int8"]["accuracy_vs_shipped"] = {**paired, "only_a_right": 9, "only_b_right": 6}
+    (same,) = peers.verdicts(rows)
+    assert verdict in same and "(6 texts only shipped gets right, 9 only the peer)" in same
 
 
 def test_markdown_has_no_machine_paths(peers):
@@ -143,6 +157,9 @@ def test_compare_scores_and_times_every_model_on_the_runtime(peers, tmp_path):
         ratio = peer_row[f"p95_vs_{reference}"]
         assert ratio["ci"][0] <= ratio["ratio"] <= ratio["ci"][1]
     assert 0 <= peer_row["agreement_with_shipped"] <= 1
+    paired = peer_row["accuracy_vs_shipped"]  # the peer's accuracy minus the shipped model's, text by text
+    assert paired["gain"] == pytest.approx(peer_row["accuracy"] - rows["student: edgetune shipped"]["accuracy"])
+    assert paired["ci"][0] <= paired["gain"] <= paired["ci"][1]
     json.dumps(result)  # what peers.json holds must serialise
 
 

@@ -101,3 +101,50 @@ def test_unquantized_model_computes_the_same_logits_as_the_fp32_export(quantized
     texts = ["turn off the kitchen lights", "set a timer for ten minutes", "what's the weather tomorrow"]
     feed = runtime.encode(texts, tokenizer, fused)
     np.testing.assert_allclose(fused.run(None, feed)[0], fp32.run(None, feed)[0], atol=1e-4)
+
+
+def optimized_ops(model_path, tmp_path) -> dict[str, int]:
+    """Op counts of the graph onnxruntime runs after its own session-time fusions."""
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+
+
+@pytest.mark.parametrize("method", ["int8-dynamic", "none"])
+def test_cpu_preset_keeps_layer_norm_apart_from_the_residual_add_in_every_session(quantized, method, tmp_path):
+    """rpi5's preset (fuse_skip_layer_norm false): residual sums as Sum, which onnxruntime's session-time
+    SkipLayerNormFusion leaves alone, so a plain session (no edgetune options) runs LayerNormalization."""
+    import onnx
+
+    bundle_model = quantized(method) / "rpi5" / "bundle" / "model.onnx"
+    graph = onnx.load(str(bundle_model)).graph
+    layer_norm_inputs = {n.input[0] for n in graph.node if n.op_type == "LayerNormalization"}
+    assert layer_norm_inputs and layer_norm_inputs <= {o for n in graph.node if n.op_type == "Sum" for o in n.output}
+    ops = optimized_ops(bundle_model, tmp_path)
+    assert "SkipLayerNormalization" not in ops and ops["LayerNormalization"] == len(layer_norm_inputs), ops
+
+
+def test_fuse_skip_layer_norm_true_fuses_and_both_layouts_compute_the_same_logits(base_build, tmp_path):
+    import numpy as np
+    import onnx
+
+    from edgetune import runtime
+    from edgetune.quantizers.graph import fuse
+
+    (export,) = [base_build.out / "cache" / n for n in cache_entries(base_build.out) if n.startswith("export-")]
+    config = json.loads((export / "merged" / "config.json").read_text())
+    counts = {flag: fuse(export / "model.onnx", tmp_path / f"{flag}.onnx", config, skip_layer_norm=flag)
+              for flag in (True, False)}
+    assert counts[True]["SkipLayerNormalization"] == counts[False]["residual_sum"] > 0
+    assert not any(n.op_type == "Sum" for n in onnx.load(str(tmp_path / "True.onnx")).graph.node)
+    tokenizer = runtime.load_tokenizer(base_build.out / "rpi5" / "bundle")
+    texts = ["turn off the kitchen lights", "set a timer for ten minutes", "what's the weather tomorrow"]
+    fused, split = (runtime.logits(texts, tokenizer, runtime.open_session(tmp_path / f"{flag}.onnx"))
+                    for flag in (True, False))
+    np.testing.assert_allclose(fused, split, atol=1e-5)

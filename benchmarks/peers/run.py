@@ -22,7 +22,8 @@ loop) over the whole test split at batch 1 with real token lengths (truncated wh
 bundle's length for the student's variants, the teacher's for the teacher's), the same intra-op thread count,
 spin-waiting off in every session. Accuracy and macro-F1 on the whole test split, size on disk, and the graph each
 one ran: op counts of the optimized graph onnxruntime executes (fused and quantized ops). Then the same-graph study: edgetune's shipped model and the fastest peer variant of the student under
-session options (1 vs 2 intra-op threads, graph optimization level, a pre-optimized ORT-format model), interleaved.
+session options (1 vs 2 intra-op threads, graph optimization level, a pre-optimized ORT-format model) and against its own
+graph with SkipLayerNormalization fused as onnxruntime would have fused it, interleaved.
 
 Results merge by LABEL into benchmarks/results/peers.json and peers.md, with peers-LABEL.png (accuracy against p95,
 marker area = size). Paths in them are relative to the repository; the host and its load are described.
@@ -57,7 +58,8 @@ VENV = HERE / ".venv"
 # the peers are timed by the same loop and the same statistics as edgetune's own report.
 from edgetune import runtime
 from edgetune.console import progress
-from edgetune.metrics import classification_scores
+from edgetune.quantizers.graph import residual_adds_as_sum
+from edgetune.metrics import classification_scores, paired_difference
 from edgetune.runtime import StopRule, cpu_model_and_flags, ratio_interval, speed_verdict
 
 FUSED_OPS = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
@@ -477,7 +479,7 @@ def compare(build: Build, variants: list[Variant], threads: int, preset_threads:
         rows[key] = {"tool": v.tool, "base": v.base, "variant": v.name, "threads": v.threads or threads,
                      "model": os.path.relpath(v.path, REPO if v.tool == "edgetune" else v.path.parents[2]),
                      "size_bytes": model_bytes(v.path), "build_s": round(v.build_s, 1), "command": v.command,
-                     "graph": graph_ops(v.path), "predictions": predicted,
+                     "graph": graph_ops(v.path), "predictions": predicted, "correct": predicted == truth,
                      **classification_scores(truth, predicted, len(v.labels)),
                      "median_tokens": float(np.median([f["input_ids"].shape[1] for f in runners[key].feeds]))}
     before = load_avg()
@@ -490,14 +492,17 @@ def compare(build: Build, variants: list[Variant], threads: int, preset_threads:
         rows[key] |= {"p50": s["p50"], "p50_ci": s["p50_ci"], "p95": s["p95"], "p95_ci": s["p95_ci"], "runs": s["runs"]}
     base_key = "student: edgetune shipped"
     preset_key = next((k for k in rows if k.startswith("student: edgetune shipped, preset")), None)
-    shipped_predictions = rows[base_key]["predictions"]
+    shipped_predictions, shipped_correct = rows[base_key]["predictions"], rows[base_key]["correct"]
     for key, row in rows.items():
         for name, reference in (("shipped", base_key), ("preset", preset_key)):
             if reference is not None and key != reference:
                 for q in (95, 50):
                     ratio, lo, hi = ratio_interval(latency[reference].samples_ms, latency[key].samples_ms, q, 4000)
                     row[f"p{q}_vs_{name}"] = {"ratio": ratio, "ci": [lo, hi], "verdict": speed_verdict(lo, hi)}
-        predictions = row.pop("predictions")
+        predictions, correct = row.pop("predictions"), row.pop("correct")
+        if row["base"] == "student" and row["tool"] != "edgetune":
+            # Paired over the same texts: this variant's accuracy minus the shipped model's, with its interval.
+            row["accuracy_vs_shipped"] = paired_difference(correct, shipped_correct)
         # Only the student's variants share the shipped model's graph; a teacher agreeing less is no defect.
         row["agreement_with_shipped"] = float(np.mean(predictions == shipped_predictions)) if row["base"] == "student" else None
     return {"rows": rows, "timing": {"threads": threads, "preset_threads": preset_threads, "batch_size": 1, "max_length": build.max_length,
@@ -520,6 +525,11 @@ def session_study(build: Build, fastest_peer: Variant | None, threads: int, seco
     offline.optimized_model_filepath = str(ort_model)
     offline.add_session_config_entry("session.save_model_format", "ORT")
     ort.InferenceSession(str(model), offline, providers=["CPUExecutionProvider"])
+    # The shipped graph as onnxruntime would have run it had the residual sums stayed Adds: SkipLayerNormalization
+    # fused at session start (what the target preset's fuse_skip_layer_norm: false avoids).
+    skip_fused = work / "shipped.skip-layer-norm-fused.onnx"
+    shutil.copy(model, skip_fused)
+    residual_adds_as_sum(skip_fused, op_type="Add")
 
     def opts(n: int, level=None, spinning: bool = False, ort_format: bool = False):
         o = runtime.session_options(n)  # the runtime's options, then the one setting each configuration changes
@@ -537,13 +547,14 @@ def session_study(build: Build, fastest_peer: Variant | None, threads: int, seco
         "shipped, 1 thread": (model, opts(1)),
         "shipped, 1 thread, basic optimizations only": (model, opts(1, levels.ORT_ENABLE_BASIC)),
         "shipped, 1 thread, pre-optimized ORT format": (ort_model, opts(1, levels.ORT_DISABLE_ALL, ort_format=True)),
+        "shipped graph, SkipLayerNormalization fused, 1 thread": (skip_fused, opts(1)),
     }
     if threads > 1:
         configs[f"shipped, {threads} threads, basic optimizations only"] = (model, opts(threads, levels.ORT_ENABLE_BASIC))
     if fastest_peer is not None:
         configs[f"{fastest_peer.name}, {threads} threads"] = (fastest_peer.path, opts(threads))
         configs[f"{fastest_peer.name}, 1 thread"] = (fastest_peer.path, opts(1))
-    tokenizers = {model: tokenizer_for(build.shipped, build.max_length), ort_model: tokenizer_for(build.shipped, build.max_length)}
+    tokenizers = {path: tokenizer_for(build.shipped, build.max_length) for path in (model, ort_model, skip_fused)}
     if fastest_peer is not None:
         tokenizers[fastest_peer.path] = tokenizer_for(fastest_peer.tokenizer, build.max_length)
     runners = {}
@@ -571,6 +582,7 @@ def session_study(build: Build, fastest_peer: Variant | None, threads: int, seco
             rows[peer]["best_shipped_over_this"] = {"shipped": best, "p95_ratio": [ratio, lo, hi],
                                                     "p50_ratio": [p50, p50_lo, p50_hi]}
     ort_model.unlink(missing_ok=True)
+    skip_fused.unlink(missing_ok=True)
     return {"rows": rows, "loadavg_before": before, "loadavg_after": after, "reference": reference}
 
 
@@ -696,6 +708,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def accuracy_against(shipped: dict, peer: dict) -> tuple[str, str]:
+    """("better" | "equal" | "worse", a clause): shipped minus peer accuracy with its paired interval over texts;
+    "equal" when the interval contains 0 (a difference the test split cannot tell from none)."""
+    paired = peer.get("accuracy_vs_shipped")
+    if paired is None:  # results written before the paired interval was recorded
+        return ("better" if shipped["accuracy"] >= peer["accuracy"] else "worse"), "accuracy unpaired"
+    diff, lo, hi = -paired["gain"] * 100, -paired["ci"][1] * 100, -paired["ci"][0] * 100
+    word = "better" if diff >= 0 else "equal" if hi >= 0 else "worse"
+    return word, (f"accuracy shipped minus peer {diff:+.2f} points [{lo:+.2f}, {hi:+.2f}] paired over texts "
+                  f"({paired['only_b_right']} texts only shipped gets right, {paired['only_a_right']} only the peer): {word}")
+
+
 def verdicts(rows: dict) -> list[str]:
     """Plain sentences computed from the table: the same-student and the end-to-end comparisons."""
     shipped = rows["student: edgetune shipped"]
@@ -709,20 +733,22 @@ def verdicts(rows: dict) -> list[str]:
         inverse = [1 / ratio["ratio"], 1 / ratio["ci"][1], 1 / ratio["ci"][0]]
         p50 = r.get("p50_vs_shipped", ratio)
         p50_inverse = [1 / p50["ratio"], 1 / p50["ci"][1], 1 / p50["ci"][0]]
-        meets = inverse[2] <= 0.9 and shipped["accuracy"] >= r["accuracy"]
+        accuracy_word, accuracy_text = accuracy_against(shipped, r)
+        meets = inverse[2] <= 0.9 and accuracy_word != "worse"
         out.append(f"Same student (same weights, each tool's own graph of it), same threads ({r['threads']}): fastest peer variant is {r['variant']} ({r['tool']}), "
                    f"p95 {ms(r['p95'])} ms [{ms(r['p95_ci'][0])}, {ms(r['p95_ci'][1])}] at accuracy {r['accuracy']:.4f}; "
                    f"edgetune's shipped model p95 {ms(shipped['p95'])} ms [{ms(shipped['p95_ci'][0])}, {ms(shipped['p95_ci'][1])}] "
                    f"at {shipped['accuracy']:.4f}: shipped/peer p95 = {inverse[0]:.2f} [{inverse[1]:.2f}, {inverse[2]:.2f}], p50 = "
-                   f"{p50_inverse[0]:.2f} [{p50_inverse[1]:.2f}, {p50_inverse[2]:.2f}] "
-                   f"({'meets' if meets else 'does not meet'} the ≤ 0.9x p95 at equal-or-better accuracy bar).")
+                   f"{p50_inverse[0]:.2f} [{p50_inverse[1]:.2f}, {p50_inverse[2]:.2f}]; {accuracy_text} "
+                   f"({'meets' if meets else 'does not meet'} the bar: p95 ratio's upper bound ≤ 0.9 at equal-or-better "
+                   "accuracy, equal meaning a paired interval that contains 0).")
         preset = next((row for k, row in rows.items() if k.startswith("student: edgetune shipped, preset")), None)
         if preset is not None:
             ratio = r["p95_vs_preset"]
             inverse = [1 / ratio["ratio"], 1 / ratio["ci"][1], 1 / ratio["ci"][0]]
             p50 = r.get("p50_vs_preset", ratio)
             p50_inverse = [1 / p50["ratio"], 1 / p50["ci"][1], 1 / p50["ci"][0]]
-            meets = inverse[2] <= 0.9 and preset["accuracy"] >= r["accuracy"]
+            meets = inverse[2] <= 0.9 and accuracy_against(shipped, r)[0] != "worse"  # same model as shipped
             out.append(f"As the target preset runs it ({preset['threads']} thread(s); the peer at {r['threads']}): "
                        f"p95 {ms(preset['p95'])} ms [{ms(preset['p95_ci'][0])}, {ms(preset['p95_ci'][1])}], "
                        f"shipped/peer p95 = {inverse[0]:.2f} [{inverse[1]:.2f}, {inverse[2]:.2f}], p50 = "

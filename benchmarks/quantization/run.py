@@ -121,14 +121,14 @@ def build_variants(export: Path, data: Path, work: Path, target_name: str, keep_
 
     def fusions() -> Variant:
         started = time.perf_counter()
-        fuse(raw, work / "fused.onnx", config)
+        fuse(raw, work / "fused.onnx", config, skip_layer_norm=preset.fuse_skip_layer_norm)
         return Variant("fp32 + fusions", work / "fused.onnx", export, time.perf_counter() - started)
 
     reuse_or_build("fp32 + fusions", fusions)
     fused = work / "fused.onnx"
     weight_only = work / "fused-weight-only.onnx"  # what the stage fuses for int4: attention and embeddings unfused
     if not weight_only.is_file():
-        fuse(raw, weight_only, config, weight_only=True)
+        fuse(raw, weight_only, config, skip_layer_norm=preset.fuse_skip_layer_norm, weight_only=True)
 
     def add(name: str, source: Path, note: str = "", **changes) -> None:
         def make() -> Variant:
@@ -189,7 +189,7 @@ def pruned_variant(export: Path, recipe, work: Path, config: dict, preset, keep_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_stage.export_onnx(model, names, folder / "fp32.onnx", recipe.export.opset, sample)
-    fuse(folder / "fp32.onnx", folder / "fused.onnx", config)
+    fuse(folder / "fp32.onnx", folder / "fused.onnx", config, skip_layer_norm=preset.fuse_skip_layer_norm)
     int8_dynamic(folder / "fused.onnx", folder / "model.onnx", preset)
     note = f"{int(stats['pruned_vocab_size'])} of {int(stats['original_vocab_size'])} tokens"
     return Variant(name, folder / "model.onnx", folder, time.perf_counter() - started, note)

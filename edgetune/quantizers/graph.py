@@ -14,9 +14,11 @@ FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", 
                       "electra": "bert", "mpnet": "bert"}
 
 
-def fuse(src: Path, dst: Path, config: dict, *, weight_only: bool = False) -> dict[str, int]:
+def fuse(src: Path, dst: Path, config: dict, *, skip_layer_norm: bool, weight_only: bool = False) -> dict[str, int]:
     """Attention / LayerNorm / GELU fusions. Returns the fused-op counts, {} when the model type has none.
 
+    skip_layer_norm: fuse each residual Add + LayerNormalization into SkipLayerNormalization (the target preset's
+    quantization.fuse_skip_layer_norm); when False they stay apart, the Add written as Sum (see residual_adds_as_sum).
     weight_only: leave attention and the embeddings unfused (see quantizers.int4).
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -26,17 +28,42 @@ def fuse(src: Path, dst: Path, config: dict, *, weight_only: bool = False) -> di
     if kind is None:
         log(f"no transformer fusions for model type {config.get('model_type')!r}: quantizing the plain graph")
         shutil.copy(src, dst)
-        return {}
-    options = FusionOptions(kind)
-    if weight_only:
-        options.enable_attention = False
-        options.enable_embed_layer_norm = False
-    optimized = optimize_model(str(src), model_type=kind, num_heads=config.get("num_attention_heads", 0),
-                               hidden_size=config.get("hidden_size", 0), opt_level=0, optimization_options=options)
-    optimized.save_model_to_file(str(dst))
-    fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
-    log(f"fusions: {', '.join(f'{k} x{v}' for k, v in fused.items()) or 'none matched'}")
-    return fused
+        fused = {}
+    else:
+        options = FusionOptions(kind)
+        options.enable_skip_layer_norm = skip_layer_norm
+        if weight_only:
+            options.enable_attention = False
+            options.enable_embed_layer_norm = False
+        optimized = optimize_model(str(src), model_type=kind, num_heads=config.get("num_attention_heads", 0),
+                                   hidden_size=config.get("hidden_size", 0), opt_level=0, optimization_options=options)
+        optimized.save_model_to_file(str(dst))
+        fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    if not skip_layer_norm:
+        fused["residual_sum"] = residual_adds_as_sum(dst)  # Sum + LayerNormalization pairs
+    log(f"fusions: {', '.join(f'{k} x{v}' for k, v in fused.items() if v) or 'none matched'}")
+    return {k: v for k, v in fused.items() if v}
+
+
+def residual_adds_as_sum(path: Path, op_type: str = "Sum") -> int:
+    """Write every Add whose output feeds a LayerNormalization as a two-input Sum (the same sum), in place; returns
+    how many. onnxruntime fuses Add + LayerNormalization into SkipLayerNormalization whenever it opens a graph, and
+    that CPU kernel is plain scalar C++ where LayerNormalization's is vectorized (the cost of each on short inputs:
+    benchmarks/results/peers.md, "session options"). Its fusion matches Add only, so with a Sum every session that
+    opens the model, edgetune's or a user's own, keeps the fast kernel without a session option to pass.
+    op_type "Add" undoes it (the peers benchmark times the graph onnxruntime would have fused)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    feeds_layer_norm = {name for node in model.graph.node if node.op_type == "LayerNormalization" for name in node.input[:1]}
+    rewritten = 0
+    for node in model.graph.node:
+        if (node.op_type in ("Add", "Sum") and node.op_type != op_type and node.domain in ("", "ai.onnx")
+                and len(node.input) == 2 and node.output[0] in feeds_layer_norm):
+            node.op_type = op_type
+            rewritten += 1
+    onnx.save(model, str(path))
+    return rewritten
 
 
 def float_weight(node, initializers: dict) -> str | None:

@@ -177,6 +177,6 @@ class Int4WeightOnly(Quantizer):
         source = fp32_export
         if self.q.optimize:
             source = self.work / "fused_int8.onnx"
-            fuse(fp32_export, source, config)
+            fuse(fp32_export, source, config, skip_layer_norm=self.preset.fuse_skip_layer_norm)
         int8_dynamic(source, out_dir / INT8_REFERENCE, self.preset)
         return {"int8_reference_size_bytes": (out_dir / INT8_REFERENCE).stat().st_size}

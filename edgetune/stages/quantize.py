@@ -45,14 +45,15 @@ def calibration_texts(recipe: Recipe) -> tuple[list[str], str]:
     return texts[: q.calibration_samples], origin
 
 
-def fused_source(method: type[quantizers.Quantizer], recipe: Recipe, export_dir: Path, work: Path,
+def fused_source(method: type[quantizers.Quantizer], recipe: Recipe, preset, export_dir: Path, work: Path,
                  metrics: dict) -> Path:
     """The graph the method quantizes: the export, fused as the method asks when quantize.optimize is on."""
     source = export_dir / "model.onnx"
     if not (recipe.quantize.optimize and method.fusion):
         return source
     config = json.loads((export_dir / "merged" / "config.json").read_text())
-    fused = fuse(source, work / "fused.onnx", config, weight_only=method.fusion == "weight_only")
+    fused = fuse(source, work / "fused.onnx", config, skip_layer_norm=preset.fuse_skip_layer_norm,
+                 weight_only=method.fusion == "weight_only")
     metrics.update({f"fused_{k}": float(v) for k, v in fused.items()})
     return work / "fused.onnx"
 
@@ -67,7 +68,7 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
     metrics: dict[str, float] = {}
     work = out_dir / "work"
     work.mkdir()
-    source = fused_source(method, recipe, export_dir, work, metrics)
+    source = fused_source(method, recipe, preset, export_dir, work, metrics)
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
     texts, origin = calibration_texts(recipe) if method.reads_calibration(q) else ([], None)
     calibration = f"{len(texts)} text{'s' if len(texts) != 1 else ''} from {origin}" if texts else None
@@ -89,7 +90,8 @@ def run(recipe: Recipe, *, inputs: dict[str, Path], out_dir: Path, target: Targe
         "calibration": {"texts": len(texts), "source": origin, "method": q.calibration_method} if texts else None,
         "fusions": bool(q.optimize and method.fusion),
         "preset": {k: getattr(preset, k) for k in ("weight_type", "activation_type", "per_channel", "reduce_range",
-                                                    "symmetric_activations", "symmetric_weights")},
+                                                    "symmetric_activations", "symmetric_weights",
+                                                    "fuse_skip_layer_norm")},
         "quantized_nodes": quantized, "float_nodes": floats, "accuracy_aware": record.get("summary"),
         "size_bytes": shipped.stat().st_size, "note": note,
         **quantizer.extras(out_dir, export_dir / "model.onnx",
