@@ -39,10 +39,10 @@ def fuse(src: Path, dst: Path, config: dict, *, skip_layer_norm: bool, weight_on
                                    hidden_size=config.get("hidden_size", 0), opt_level=0, optimization_options=options)
         optimized.save_model_to_file(str(dst))
         fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
-    if not skip_layer_norm:
-        fused["residual_sum"] = residual_adds_as_sum(dst)  # Sum + LayerNormalization pairs
-    log(f"fusions: {', '.join(f'{k} x{v}' for k, v in fused.items() if v) or 'none matched'}")
-    return {k: v for k, v in fused.items() if v}
+    apart = 0 if skip_layer_norm else residual_adds_as_sum(dst)
+    log(f"fusions: {', '.join(f'{k} x{v}' for k, v in fused.items()) or 'none matched'}"
+        + (f"; {apart} residual Add + LayerNormalization pairs kept apart (Add as Sum)" if apart else ""))
+    return fused | ({"residual_sum": apart} if apart else {})
 
 
 def residual_adds_as_sum(path: Path, op_type: str = "Sum") -> int:
