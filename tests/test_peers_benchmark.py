@@ -92,6 +92,7 @@ def test_verdicts_say_which_wins_on_what(peers):
     ((1.3, 1.2, 1.4), {"gain": 0.001, "ci": [-0.004, 0.006]}, "equal (meets"),  # interval holds 0: equal accuracy
     ((1.3, 1.2, 1.4), {"gain": 0.006, "ci": [0.002, 0.010]}, "worse (does not meet"),  # the peer is surely better
     ((1.3, 1.2, 1.4), {"gain": -0.002, "ci": [-0.006, 0.001]}, "better (meets"),
+    ((1.3, 1.2, 1.4), {"gain": 0.0, "ci": [0.0, 0.0]}, "equal (meets"),  # the same answers on every text
     ((1.2, 1.1, 1.3), {"gain": -0.002, "ci": [-0.006, 0.001]}, "better (does not meet"),  # upper bound 1/1.1 > 0.9
 ])
 def test_same_student_bar_takes_the_p95_upper_bound_and_the_paired_accuracy_interval(peers, ratio, paired, verdict):

@@ -710,12 +710,12 @@ def markdown(results: dict) -> str:
 
 def accuracy_against(shipped: dict, peer: dict) -> tuple[str, str]:
     """("better" | "equal" | "worse", a clause): shipped minus peer accuracy with its paired interval over texts;
-    "equal" when the interval contains 0 (a difference the test split cannot tell from none)."""
+    "equal" when the interval contains 0 (a difference the test split cannot tell from none, or none at all)."""
     paired = peer.get("accuracy_vs_shipped")
     if paired is None:  # results written before the paired interval was recorded
         return ("better" if shipped["accuracy"] >= peer["accuracy"] else "worse"), "accuracy unpaired"
-    diff, lo, hi = -paired["gain"] * 100, -paired["ci"][1] * 100, -paired["ci"][0] * 100
-    word = "better" if diff >= 0 else "equal" if hi >= 0 else "worse"
+    diff, lo, hi = (0.0 - x * 100 for x in (paired["gain"], paired["ci"][1], paired["ci"][0]))  # 0.0 -: no "-0.00"
+    word = "better" if diff > 0 else "equal" if hi >= 0 else "worse"
     return word, (f"accuracy shipped minus peer {diff:+.2f} points [{lo:+.2f}, {hi:+.2f}] paired over texts "
                   f"({paired['only_b_right']} texts only shipped gets right, {paired['only_a_right']} only the peer): {word}")
 
